@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes control-plane binaries, etcd, kwok and helm from
+# Go modules into a cache outside the repo, keyed by version, so that a warm
+# machine (and CI in a fresh clone) reuses them and a cold one builds them once.
+#
+# Usage: e2e/scripts/build-tools.sh [k8s|etcd|kwok|helm|kind|all]...
+# Prints nothing but progress; binaries land in $SPINDLE_CACHE/<tool>-<version>/.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=e2e/scripts/versions.sh
+source "$here/scripts/versions.sh"
+
+build_k8s() {
+  local out="$SPINDLE_CACHE/k8s-$K8S_VERSION"
+  if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kube-scheduler && -x $out/kubectl ]]; then
+    return 0
+  fi
+  echo "build-tools: building Kubernetes $K8S_VERSION (cold: ~15-20 min on 2 cores)" >&2
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local ld=""
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  mkdir -p "$out.tmp"
+  (cd "$here/tools/k8s" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ld" -o "$out.tmp/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_etcd() {
+  local out="$SPINDLE_CACHE/etcd-$ETCD_VERSION"
+  [[ -x $out/etcd ]] && return 0
+  echo "build-tools: building etcd $ETCD_VERSION" >&2
+  mkdir -p "$out.tmp"
+  (cd "$here/tools/etcd" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" .)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_go_tool() { # name version package
+  local name=$1 version=$2 pkg=$3
+  local out="$SPINDLE_CACHE/$name-$version"
+  [[ -x $out/$name ]] && return 0
+  echo "build-tools: building $name $version" >&2
+  mkdir -p "$out.tmp"
+  (cd "$here/tools/$name" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp/$name" "$pkg")
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+targets=("$@")
+[[ ${#targets[@]} -eq 0 || ${targets[0]} == all ]] && targets=(etcd k8s kwok helm)
+for t in "${targets[@]}"; do
+  case $t in
+    k8s) build_k8s ;;
+    etcd) build_etcd ;;
+    kwok) build_go_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
+    helm) build_go_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
+    kind) build_go_tool kind "$KIND_VERSION" sigs.k8s.io/kind ;;
+    *) echo "build-tools: unknown tool $t" >&2; exit 2 ;;
+  esac
+done
