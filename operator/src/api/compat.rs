@@ -74,7 +74,7 @@ pub enum ConversionError {
     #[error("runtime-config.{table}.{name} needs a type, e.g. redis")]
     MissingType { table: &'static str, name: String },
     /// An option value is not a scalar.
-    #[error("runtime-config.{table}.{name}.{option} must be a string, number or boolean")]
+    #[error("runtime-config.{table}.{name}.{option} must be a string")]
     NonScalarOption {
         table: &'static str,
         name: String,
@@ -193,7 +193,9 @@ pub fn legacy_crd() -> CustomResourceDefinition {
     let table = json!({
         "type": "object",
         "description": "A runtime-config table: `type` (the backend, e.g. redis) plus its options (e.g. url).",
-        "additionalProperties": {"x-kubernetes-preserve-unknown-fields": true},
+        // Typed values keep the schema structural, which CEL needs; TOML
+        // booleans and numbers are written as strings ("true", "5").
+        "additionalProperties": {"type": "string"},
         "x-kubernetes-validations": [{"rule": "'type' in self", "message": "every runtime-config table needs a type, e.g. redis"}]
     });
     spec["properties"]["runtime-config"] = json!({
