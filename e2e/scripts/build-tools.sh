@@ -51,14 +51,49 @@ build_go_tool() { # name version package
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# helm stamps its version and, for `helm template`/`helm lint`, the Kubernetes
+# version it assumes offline (from its client-go: v0.37 -> 1.37) with ldflags, as
+# its Makefile does; without them it reports "v3.22" and assumes Kubernetes 1.20.
+build_helm() {
+  local out="$SPINDLE_CACHE/helm-$HELM_VERSION" cg minor ld p
+  if [[ -x $out/helm && $("$out/helm" version --template '{{.Version}}' 2>/dev/null) == "$HELM_VERSION" ]]; then
+    return 0
+  fi
+  echo "build-tools: building helm $HELM_VERSION" >&2
+  cg=$(cd "$here/tools/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)
+  minor=${cg#v0.}; minor=${minor%%.*}
+  ld="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
+  done
+  mkdir -p "$out.tmp"
+  (cd "$here/tools/helm" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ld" -o "$out.tmp/helm" helm.sh/helm/v3/cmd/helm)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# kwok has no built-in stages: the "fast" node/pod stages (nodes become Ready and
+# keep a lease, pods become Running and Ready) ship as YAML in its module. Keep a
+# copy beside the binary so the control plane needs no Go module cache at run time.
+kwok_stages() {
+  local out="$SPINDLE_CACHE/kwok-$KWOK_VERSION" dir f
+  [[ -s $out/stages.yaml ]] && return 0
+  dir=$(cd "$here/tools/kwok" && go mod download sigs.k8s.io/kwok && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  [[ -n $dir ]] || { echo "build-tools: cannot locate the sigs.k8s.io/kwok module" >&2; return 1; }
+  for f in "$dir"/kustomize/stage/{node/fast,node/heartbeat-with-lease,pod/fast}/*.yaml; do
+    [[ $(basename "$f") == kustomization.yaml ]] && continue
+    printf -- '---\n'; cat "$f"
+  done >"$out/stages.yaml.tmp"
+  mv "$out/stages.yaml.tmp" "$out/stages.yaml"
+}
+
 targets=("$@")
 [[ ${#targets[@]} -eq 0 || ${targets[0]} == all ]] && targets=(etcd k8s kwok helm)
 for t in "${targets[@]}"; do
   case $t in
     k8s) build_k8s ;;
     etcd) build_etcd ;;
-    kwok) build_go_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
-    helm) build_go_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
+    kwok) build_go_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok && kwok_stages ;;
+    helm) build_helm ;;
     kind) build_go_tool kind "$KIND_VERSION" sigs.k8s.io/kind ;;
     *) echo "build-tools: unknown tool $t" >&2; exit 2 ;;
   esac

@@ -1,9 +1,10 @@
+# shellcheck shell=bash
 # Pinned tool versions; the cache folder names include them, so a bump rebuilds.
 # Sourced by the scripts in this folder and by .ci/run.
 # shellcheck disable=SC2034
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
-KWOK_VERSION=v0.7.0
+KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 KIND_VERSION=v0.30.0
 WASMTIME_VERSION=48.0.8

@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# A real, local Kubernetes control plane for tests and development, run as
+# plain loopback processes (no Docker): etcd + kube-apiserver, and by default
+# also kube-controller-manager, kube-scheduler and kwok (a fake kubelet with
+# one fake Node), so Deployments really roll out to fake pods that become Ready.
+#
+# Usage: e2e/scripts/controlplane.sh start [--minimal] | stop | status | env
+#   start      start everything (or report that it is already running); waits
+#              for /readyz, default ServiceAccounts and a Ready node; prints timings
+#   --minimal  etcd + kube-apiserver only (CRDs, CEL, SSA, subresources, RBAC)
+#   stop       stop what `start` started, by recorded PID, and wait for it to exit
+#   status     print each component's state; exit 0 only when all are running
+#   env        print `export` lines: source <(e2e/scripts/controlplane.sh env)
+#
+# State (PKI, etcd data, logs, PIDs, kubeconfig) lives in
+# ${SPINDLE_STATE:-<repo>/.spindle/cp}. Binaries come from build-tools.sh's cache.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=e2e/scripts/versions.sh
+source "$here/scripts/versions.sh"
+
+state=${SPINDLE_STATE:-$repo/.spindle/cp}
+k8s_bin=$SPINDLE_CACHE/k8s-$K8S_VERSION
+etcd_bin=$SPINDLE_CACHE/etcd-$ETCD_VERSION/etcd
+kwok_dir=$SPINDLE_CACHE/kwok-$KWOK_VERSION
+node_name=kwok-node-0
+# Stop order is the reverse of start order.
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { printf 'controlplane: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+secs_since() { local d=$(($(now_ms) - $1)); printf '%d.%01ds' $((d / 1000)) $((d % 1000 / 100)); }
+
+# The PID recorded for a component, if that process is still alive and is
+# still the binary we started (guards against PID reuse).
+live_pid() {
+  local c=$1 pid
+  [[ -f $state/pids/$c.pid ]] || return 1
+  pid=$(<"$state/pids/$c.pid")
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$c" || return 1
+  echo "$pid"
+}
+
+mode() { cat "$state/mode" 2>/dev/null || echo none; }
+
+wanted() { # components of the recorded mode
+  if [[ $(mode) == minimal ]]; then echo etcd kube-apiserver; else echo "${components[@]}"; fi
+}
+
+all_running() {
+  local c
+  [[ -f $state/mode ]] || return 1
+  for c in $(wanted); do live_pid "$c" >/dev/null || return 1; done
+}
+
+# A TCP port on 127.0.0.1 nobody listens on (checked with ss; a tiny race
+# remains between here and the bind, acceptable for a dev/test harness).
+used_ports=" "
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 30000))
+    [[ $used_ports == *" $p "* ]] && continue
+    if ! ss -Htln "sport = :$p" | grep -q .; then used_ports+="$p "; echo "$p"; return 0; fi
+  done
+  die "no free port found"
+}
+
+spawn() { # name logfile cmd... : start detached, record PID
+  local c=$1; shift
+  setsid "$@" >"$state/logs/$c.log" 2>&1 </dev/null &
+  echo $! >"$state/pids/$c.pid"
+}
+
+wait_until() { # timeout-seconds description component command...
+  local t=$1 what=$2 c=$3; shift 3
+  local deadline=$(($(now_ms) + t * 1000))
+  until "$@" >/dev/null 2>&1; do
+    if [[ -n $c ]] && ! live_pid "$c" >/dev/null; then
+      log "$c exited while waiting for $what; last lines of $state/logs/$c.log:"
+      tail -n 30 "$state/logs/$c.log" >&2 || true
+      stop_all; exit 1
+    fi
+    if (($(now_ms) > deadline)); then
+      log "timed out after ${t}s waiting for $what; see $state/logs/"
+      [[ -n $c ]] && tail -n 30 "$state/logs/$c.log" >&2
+      stop_all; exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+gen_pki() {
+  local d=$state/pki
+  mkdir -p "$d"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  openssl req -x509 "${ec[@]}" -keyout "$d/ca.key" -out "$d/ca.crt" -days 365 \
+    -subj "/CN=spindle-test-ca" 2>/dev/null
+  sign() { # name subject extensions
+    openssl req "${ec[@]}" -keyout "$d/$1.key" -out "$d/$1.csr" -subj "$2" 2>/dev/null
+    openssl x509 -req -in "$d/$1.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 365 -out "$d/$1.crt" -extfile <(printf '%s\n' "$3") 2>/dev/null
+  }
+  sign apiserver "/CN=kube-apiserver" \
+    "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth"
+  sign admin "/O=system:masters/CN=spindle-admin" \
+    "keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+  openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
+}
+
+write_kubeconfig() { # port
+  local d=$state/pki b64='base64 -w0'
+  cat >"$state/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: spindle
+  cluster:
+    server: https://127.0.0.1:$1
+    certificate-authority-data: $($b64 <"$d/ca.crt")
+users:
+- name: spindle-admin
+  user:
+    client-certificate-data: $($b64 <"$d/admin.crt")
+    client-key-data: $($b64 <"$d/admin.key")
+contexts:
+- name: spindle
+  context:
+    cluster: spindle
+    user: spindle-admin
+current-context: spindle
+EOF
+  chmod 600 "$state/kubeconfig"
+}
+
+kc() { "$k8s_bin/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
+
+readyz() {
+  curl -sf --max-time 2 --cacert "$state/pki/ca.crt" --cert "$state/pki/admin.crt" \
+    --key "$state/pki/admin.key" "https://127.0.0.1:$(<"$state/apiserver.port")/readyz"
+}
+
+node_ready() {
+  [[ $(kc get node "$node_name" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+
+fake_node() {
+  kc apply -f - <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: $node_name
+  annotations:
+    node.alpha.kubernetes.io/ttl: "0"
+    kwok.x-k8s.io/node: fake
+  labels:
+    kubernetes.io/arch: amd64
+    kubernetes.io/hostname: $node_name
+    kubernetes.io/os: linux
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: ""
+    type: kwok
+status:
+  allocatable: {cpu: "64", memory: 256Gi, pods: "1100"}
+  capacity: {cpu: "64", memory: 256Gi, pods: "1100"}
+  nodeInfo:
+    architecture: amd64
+    kubeletVersion: fake
+    operatingSystem: linux
+  phase: Running
+EOF
+}
+
+start() {
+  local want=full
+  [[ ${1:-} == --minimal ]] && want=minimal
+  [[ $# -le 1 && ( $# -eq 0 || $1 == --minimal ) ]] || die "usage: controlplane.sh start [--minimal]"
+  if all_running; then
+    if [[ $(mode) == minimal && $want == full ]]; then
+      die "a minimal control plane is running from $state; stop it first (controlplane.sh stop)"
+    fi
+    log "already running ($(mode)) from $state; kubeconfig $state/kubeconfig"
+    return 0
+  fi
+  local c
+  for c in "${components[@]}"; do
+    if live_pid "$c" >/dev/null; then log "stopping leftovers of an incomplete start"; stop_all; break; fi
+  done
+  for b in "$etcd_bin" "$k8s_bin/kube-apiserver" "$k8s_bin/kubectl"; do
+    [[ -x $b ]] || die "$b is missing; build it with e2e/scripts/build-tools.sh"
+  done
+  if [[ $want == full ]]; then
+    for b in "$k8s_bin/kube-controller-manager" "$k8s_bin/kube-scheduler" "$kwok_dir/kwok" "$kwok_dir/stages.yaml"; do
+      [[ -e $b ]] || die "$b is missing; build it with e2e/scripts/build-tools.sh (or use --minimal)"
+    done
+  fi
+  for t in openssl curl ss setsid base64; do command -v "$t" >/dev/null || die "$t is required"; done
+
+  local t0 t1
+  t0=$(now_ms)
+  rm -rf "$state"
+  mkdir -p "$state/logs" "$state/pids"
+  echo "$want" >"$state/mode"
+  gen_pki
+
+  local etcd_port peer_port api_port
+  etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+  echo "$api_port" >"$state/apiserver.port"
+  write_kubeconfig "$api_port"
+
+  t1=$(now_ms)
+  spawn etcd "$etcd_bin" --name spindle --data-dir "$state/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-cluster "spindle=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn
+  wait_until 30 "etcd /health" etcd curl -sf --max-time 2 "http://127.0.0.1:$etcd_port/health"
+  log "etcd ready on 127.0.0.1:$etcd_port in $(secs_since "$t1")"
+
+  t1=$(now_ms)
+  local admission=()
+  # Without kube-controller-manager nothing creates default ServiceAccounts.
+  [[ $want == minimal ]] && admission=(--disable-admission-plugins=ServiceAccount)
+  local p=$state/pki
+  spawn kube-apiserver "$k8s_bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --cert-dir "$p" --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
+    --client-ca-file "$p/ca.crt" --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
+    --endpoint-reconciler-type none "${admission[@]}"
+  wait_until 90 "kube-apiserver /readyz" kube-apiserver readyz
+  log "kube-apiserver ready on https://127.0.0.1:$api_port in $(secs_since "$t1")"
+
+  if [[ $want == full ]]; then
+    t1=$(now_ms)
+    spawn kube-controller-manager "$k8s_bin/kube-controller-manager" \
+      --kubeconfig "$state/kubeconfig" --leader-elect=false --secure-port 0 \
+      --service-account-private-key-file "$p/sa.key" --root-ca-file "$p/ca.crt" \
+      --cluster-signing-cert-file "$p/ca.crt" --cluster-signing-key-file "$p/ca.key" \
+      --use-service-account-credentials=false --flex-volume-plugin-dir "$state/flexvolume"
+    spawn kube-scheduler "$k8s_bin/kube-scheduler" \
+      --kubeconfig "$state/kubeconfig" --leader-elect=false --secure-port 0
+    spawn kwok "$kwok_dir/kwok" --kubeconfig "$state/kubeconfig" --config "$kwok_dir/stages.yaml" \
+      --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+      --cidr 10.244.0.1/16 --node-ip 10.244.0.1
+    wait_until 60 "node registration" kwok fake_node
+    wait_until 60 "node $node_name to be Ready" kwok node_ready
+    wait_until 60 "the default ServiceAccount" kube-controller-manager kc -n default get serviceaccount default
+    log "controller-manager, scheduler, kwok and node $node_name ready in $(secs_since "$t1")"
+  fi
+  log "control plane ($want) started in $(secs_since "$t0"); state in $state"
+  log "use it with: source <($here/scripts/controlplane.sh env)"
+}
+
+stop_all() {
+  local i c pid stopped=()
+  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
+    c=${components[i]}
+    if pid=$(live_pid "$c"); then
+      kill -TERM "$pid" 2>/dev/null || true
+      stopped+=("$c:$pid")
+    fi
+  done
+  for entry in "${stopped[@]}"; do
+    c=${entry%%:*}; pid=${entry#*:}
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then log "$c ($pid) ignored SIGTERM; killing"; kill -KILL "$pid" 2>/dev/null || true; fi
+    rm -f "$state/pids/$c.pid"
+  done
+  ((${#stopped[@]} == 0)) || log "stopped ${stopped[*]%%:*}"
+}
+
+stop() {
+  if [[ ! -d $state/pids ]]; then log "nothing to stop in $state"; return 0; fi
+  stop_all
+  rm -f "$state/mode"
+}
+
+status() {
+  local c pid rc=0
+  if [[ ! -f $state/mode ]]; then echo "not started (state dir $state)"; return 1; fi
+  echo "mode: $(mode); state: $state"
+  for c in $(wanted); do
+    if pid=$(live_pid "$c"); then echo "  $c: running (pid $pid)"; else echo "  $c: NOT running"; rc=1; fi
+  done
+  if ((rc == 0)) && readyz >/dev/null 2>&1; then
+    echo "  apiserver: https://127.0.0.1:$(<"$state/apiserver.port") ready"
+  else
+    echo "  apiserver: not ready"; rc=1
+  fi
+  return $rc
+}
+
+print_env() {
+  [[ -f $state/kubeconfig ]] || die "no control plane in $state; run: $here/scripts/controlplane.sh start"
+  printf 'export SPINDLE_TEST_KUBECONFIG=%q\n' "$state/kubeconfig"
+  printf 'export KUBECONFIG=%q\n' "$state/kubeconfig"
+  # shellcheck disable=SC2016 # $PATH is expanded where the output is sourced
+  printf 'export PATH=%q:"$PATH"\n' "$k8s_bin"
+}
+
+cmd=${1:-}
+[[ $# -gt 0 ]] && shift
+case $cmd in
+  start) start "$@" ;;
+  stop) stop ;;
+  status) status ;;
+  env) print_env ;;
+  *) echo "usage: $0 start [--minimal] | stop | status | env" >&2; exit 2 ;;
+esac

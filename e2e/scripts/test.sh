@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# THE test command: everything Spindle's tests need, then every test.
+#
+#   1. builds the Go tools if missing (etcd, Kubernetes, kwok, helm: build-tools.sh;
+#      cold ~20 min, then cached in $SPINDLE_CACHE)
+#   2. builds the workspace's tests (cargo test --workspace --no-run)
+#   3. starts the local control plane (controlplane.sh start), or reuses the one
+#      already running from the same state dir
+#   4. runs cargo test --workspace against it (SPINDLE_TEST_KUBECONFIG set)
+#   5. runs the other test suites (guest apps, see the HOOK below)
+#   6. stops what it started, prints timings, exits non-zero if anything failed
+#
+# Usage: e2e/scripts/test.sh [cargo test args...]   e.g. e2e/scripts/test.sh -p spindle-e2e --test api
+#   SPINDLE_STATE=dir        control plane state dir (default <repo>/.spindle/cp)
+#   SPINDLE_KEEP_CP=1        leave a control plane this script started running
+#   SPINDLE_TEST_GUESTS=auto|1|0  guest-apps/test.sh: auto = only when its toolchain is installed
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=e2e/scripts/versions.sh
+source "$here/scripts/versions.sh"
+cp_sh=$here/scripts/controlplane.sh
+cd "$repo"
+
+now() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+phases=()
+phase_start=0
+begin() { phase_start=$(now); echo "==> $*" >&2; }
+end() {
+  local ms=$(($(now) - phase_start))
+  phases+=("$(printf '%-28s %4d.%01ds' "$1" $((ms / 1000)) $((ms % 1000 / 100)))")
+}
+summary() {
+  echo "==> timings" >&2
+  local p
+  for p in "${phases[@]}"; do echo "    $p" >&2; done
+}
+
+started_cp=0
+log_dir=$(mktemp -d)
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+  local rc=$?
+  if ((started_cp)) && [[ ${SPINDLE_KEEP_CP:-0} != 1 ]]; then
+    "$cp_sh" stop || rc=1
+  elif ((started_cp)); then
+    echo "test: leaving the control plane running (SPINDLE_KEEP_CP=1); stop it with $cp_sh stop" >&2
+  fi
+  rm -rf "$log_dir"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+begin "Go tools (etcd $ETCD_VERSION, Kubernetes $K8S_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION)"
+"$here/scripts/build-tools.sh" etcd k8s kwok helm
+end "go tools"
+
+(($# > 0)) || set -- --workspace
+begin "building the tests (cargo test --no-run $*)"
+cargo test --no-run --quiet "$@"
+end "cargo build (tests)"
+
+begin "control plane"
+if "$cp_sh" status >/dev/null 2>&1; then
+  "$cp_sh" start # reports the reuse (or refuses a --minimal one)
+else
+  started_cp=1
+  "$cp_sh" start
+fi
+end "control plane start"
+eval "$("$cp_sh" env)"
+export SPINDLE_TEST_KUBECONFIG KUBECONFIG PATH
+
+failed=0
+total_passed=0
+total_failed=0
+# Adds up cargo's "test result: ... N passed; M failed; ..." lines of a log.
+count_cargo() {
+  local p f
+  read -r p f < <(awk '/^test result:/ {
+      for (i = 2; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+    END { print p + 0, f + 0 }' "$1")
+  total_passed=$((total_passed + p))
+  total_failed=$((total_failed + f))
+}
+
+begin "cargo test $*"
+if ! cargo test "$@" 2>&1 | tee "$log_dir/cargo.log"; then failed=1; fi
+count_cargo "$log_dir/cargo.log"
+end "cargo test"
+
+# ---- HOOK (lead): other test suites -----------------------------------------
+# Each suite is a script that prints its own results and ends with the line
+# "N passed, N failed"; a non-zero exit fails this run. guest-apps/test.sh needs
+# the Wasm toolchain (it installs it when missing, which takes long), so by
+# default it runs only where that toolchain is already installed.
+run_suite() { # name script...
+  local name=$1; shift
+  begin "$name"
+  if ! "$@" 2>&1 | tee "$log_dir/$name.log"; then failed=1; fi
+  local line
+  line=$(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$log_dir/$name.log" | tail -n 1 || true)
+  if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+    total_passed=$((total_passed + BASH_REMATCH[1]))
+    total_failed=$((total_failed + BASH_REMATCH[2]))
+  fi
+  end "$name"
+}
+guests=${SPINDLE_TEST_GUESTS:-auto}
+if [[ -f guest-apps/test.sh && $guests != 0 ]]; then
+  if [[ $guests == 1 || -x $SPINDLE_CACHE/wasmtime-$WASMTIME_VERSION/bin/wasmtime ]]; then
+    run_suite guest-apps bash guest-apps/test.sh
+  else
+    echo "test: skipping guest-apps/test.sh: its toolchain is not installed (SPINDLE_TEST_GUESTS=1 installs and runs it)" >&2
+  fi
+fi
+# ---- end of HOOK ----------------------------------------------------------------
+
+summary
+if ((failed)); then
+  echo "test: FAILED" >&2
+fi
+echo "total: $total_passed passed, $total_failed failed"
+exit "$failed"
