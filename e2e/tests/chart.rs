@@ -2306,9 +2306,9 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
         "deletion requested"
     );
     assert!(
-        !guarded["metadata"]["finalizers"]
+        guarded["metadata"]["finalizers"]
             .as_array()
-            .map_or(true, |f| f.is_empty()),
+            .is_some_and(|f| !f.is_empty()),
         "held by the finalizer while guarded-app uses it"
     );
     cp.kubectl(&[

@@ -4,4 +4,16 @@
 //! `render` (pure functions to Kubernetes objects) → `apply` (server-side
 //! apply) → `status`.
 
+pub mod activator;
 pub mod api;
+pub mod apply;
+pub mod controller;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod model;
+pub mod oci;
+pub mod render;
+pub mod scale;
+pub mod status;
+pub mod telemetry;

@@ -1,12 +1,22 @@
 //! The `spindle` binary: the operator (`run`) and its helper commands.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use spindle::http::Readiness;
+use spindle::leader::{LeaderElector, LeaseConfig};
+use spindle::metrics::Metrics;
+use spindle::telemetry::LogFormat;
 
 #[derive(Parser)]
-#[command(name = "spindle", version, about = "Kubernetes operator for Spin WebAssembly apps")]
+#[command(
+    name = "spindle",
+    version,
+    about = "Kubernetes operator for Spin WebAssembly apps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: reconcile SpinApps and SpinAppExecutors.
+    Run(RunArgs),
     /// Print every CRD Spindle serves as YAML (a multi-document stream), or
     /// write one file per CRD into a directory.
     Crd {
@@ -21,13 +33,238 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Package a Spin app (spin registry push format) or a single component
+    /// (application/wasm) and push it to an OCI registry.
+    Push(spindle::oci::push::PushArgs),
+    /// Run the scale-to-zero activator: hold requests for apps at zero pods
+    /// while they wake, then proxy them to the first pod that accepts.
+    Activator(spindle::activator::run::ActivatorArgs),
+}
+
+/// Flags of `spindle run`; every flag can also be set with the `SPINDLE_*`
+/// environment variable shown in `--help`.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SPINDLE_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Reconciles running at once, per controller.
+    #[arg(long, env = "SPINDLE_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+
+    /// Log format.
+    #[arg(long, env = "SPINDLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `spindle=debug,kube=info` (default: `RUST_LOG`, else `info`).
+    #[arg(long, env = "SPINDLE_LOG_LEVEL")]
+    log_level: Option<String>,
+
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "SPINDLE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+
+    /// Elect a leader with a Lease so that only one replica reconciles
+    /// (`--leader-elect=false` to turn off, e.g. for a single replica).
+    #[arg(
+        long,
+        env = "SPINDLE_LEADER_ELECT",
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    leader_elect: bool,
+
+    /// Namespace of the leader Lease (default: `POD_NAMESPACE`, else `default`).
+    #[arg(long, env = "SPINDLE_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "SPINDLE_LEASE_NAME", default_value = "spindle-leader")]
+    lease_name: String,
+
+    /// This replica's identity in the Lease and in events (default: `POD_NAME`, else `<hostname>-<pid>`).
+    #[arg(long, env = "SPINDLE_IDENTITY")]
+    identity: Option<String>,
+
+    /// How often every app is reconciled even without changes, in seconds.
+    #[arg(long, env = "SPINDLE_RESYNC_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    resync_seconds: u64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => run(args).await,
         Command::Crd { out_dir } => print_crds(out_dir),
+        Command::Push(args) => spindle::oci::push::run(args).await,
+        Command::Activator(args) => spindle::activator::run::run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let filter = args
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "info".to_owned());
+    spindle::telemetry::init(args.log_format, &filter).context("setting up logging")?;
+
+    let metrics = Metrics::new();
+    let readiness = Readiness::default();
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(spindle::leader::default_identity);
+
+    let kube_config = kube::Config::infer()
+        .await
+        .context("loading the Kubernetes client configuration")?;
+    let client = kube::client::ClientBuilder::try_from(kube_config)
+        .context("building the Kubernetes client")?
+        .with_layer(&metrics.count_requests())
+        .build();
+
+    if let Err(error) =
+        spindle::controller::check_crds_installed(&client, args.namespace.as_deref()).await
+    {
+        anyhow::bail!(
+            "{error}\n\nSpindle needs its CustomResourceDefinitions (spinapps.core.spinkube.dev and \
+             spinappexecutors.core.spinkube.dev) and permission to list them. Install them with the Helm chart, \
+             or with `kubectl apply -f crds/` from the Spindle repository (`spindle crd` prints them)."
+        );
+    }
+
+    // Shutdown: SIGTERM or SIGINT.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let server = spindle::http::serve(
+        args.http_addr,
+        metrics.clone(),
+        readiness.clone(),
+        stopped(),
+    )
+    .await
+    .context("starting the HTTP endpoint")?;
+    let server = tokio::spawn(server);
+
+    let config = spindle::controller::Config {
+        namespace: args.namespace.clone(),
+        concurrency: args.concurrency,
+        resync_interval: Duration::from_secs(args.resync_seconds),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        instance: Some(identity.clone()),
+    };
+
+    let result = if args.leader_elect {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .unwrap_or_else(|| "default".to_owned());
+        let elector = LeaderElector::new(
+            client.clone(),
+            LeaseConfig::new(namespace, &args.lease_name, &identity),
+        );
+        run_as_leader(client, config, &elector, &metrics, &readiness, stopped).await
+    } else {
+        metrics.set_leader(true);
+        spindle::controller::run_until(client, config, stopped()).await;
+        Ok(())
+    };
+
+    // Stop the HTTP endpoint too (it shares the shutdown signal) and wait for it.
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP endpoint failed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP endpoint task failed"),
+        _ => {}
+    }
+    result
+}
+
+/// Wait for the lease, reconcile while holding it, release it on shutdown.
+/// Losing the lease ends the process with an error (the pod restarts as a
+/// standby), so two replicas never reconcile at once.
+async fn run_as_leader<F, Fut>(
+    client: kube::Client,
+    config: spindle::controller::Config,
+    elector: &LeaderElector,
+    metrics: &Metrics,
+    readiness: &Readiness,
+    stopped: F,
+) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + Sync + 'static,
+{
+    metrics.set_leader(false);
+    readiness.set_standby(true);
+    tracing::info!(lease = %elector.config().name, namespace = %elector.config().namespace, identity = %elector.config().identity, "waiting for the leader lease");
+    tokio::select! {
+        () = elector.acquire() => {}
+        () = stopped() => return Ok(()),
+    }
+    metrics.set_leader(true);
+    readiness.set_standby(false);
+
+    let outcome = tokio::select! {
+        () = spindle::controller::run_until(client, config, stopped()) => Ok(()),
+        lost = elector.hold() => Err(lost),
+    };
+    metrics.set_leader(false);
+    match outcome {
+        Ok(()) => {
+            if let Err(error) = elector.release().await {
+                tracing::warn!(%error, "could not release the leader lease; it expires by itself");
+            }
+            Ok(())
+        }
+        Err(lost) => {
+            tracing::error!(error = %lost, "lost the leader lease; exiting so that only one replica reconciles");
+            Err(anyhow::Error::new(lost).context("lost leadership"))
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }
 
@@ -39,12 +276,16 @@ fn print_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
             for crd in &crds {
                 let path = dir.join(spindle::api::crd_file_name(crd));
                 let yaml = spindle::api::crd_yaml(crd).context("serializing CRD")?;
-                std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
         }
         None => {
             for crd in &crds {
-                print!("---\n{}", spindle::api::crd_yaml(crd).context("serializing CRD")?);
+                print!(
+                    "---\n{}",
+                    spindle::api::crd_yaml(crd).context("serializing CRD")?
+                );
             }
         }
     }

@@ -6,6 +6,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// The desired state of a SpinAppExecutor.
+// Several printer columns share a type; clippy reads that as a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "core.spinkube.dev",
@@ -18,10 +20,27 @@ use serde::{Deserialize, Serialize};
     shortname = "sae",
     category = "spinkube",
     doc = "SpinAppExecutor says how the SpinApps that name it are run. Wire-compatible with SpinKube's spin-operator.",
-    printcolumn(name = "CreateDeployment", type_ = "boolean", json_path = ".spec.createDeployment"),
-    printcolumn(name = "RuntimeClass", type_ = "string", json_path = ".spec.deploymentConfig.runtimeClassName"),
-    printcolumn(name = "SpinImage", type_ = "string", json_path = ".spec.deploymentConfig.spinImage", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "CreateDeployment",
+        type_ = "boolean",
+        json_path = ".spec.createDeployment"
+    ),
+    printcolumn(
+        name = "RuntimeClass",
+        type_ = "string",
+        json_path = ".spec.deploymentConfig.runtimeClassName"
+    ),
+    printcolumn(
+        name = "SpinImage",
+        type_ = "string",
+        json_path = ".spec.deploymentConfig.spinImage",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.createDeployment || has(self.deploymentConfig)").message("deploymentConfig (runtimeClassName or spinImage) is required when createDeployment is true"))]

@@ -3,6 +3,7 @@
 //! Everything here is what users write and what the apiserver stores; the
 //! reconciler turns it into a validated [`crate::model`] before rendering.
 
+pub mod compat;
 mod executor;
 mod spinapp;
 
@@ -17,7 +18,7 @@ pub const GROUP: &str = "core.spinkube.dev";
 
 /// Every CRD Spindle installs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![SpinApp::crd(), SpinAppExecutor::crd()]
+    vec![SpinApp::crd(), SpinAppExecutor::crd(), compat::legacy_crd()]
 }
 
 /// File name (under `crds/`) for a CRD: `<plural>.<group>.yaml`.

@@ -9,15 +9,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMapKeySelector, EnvVarSource, LocalObjectReference, SecretKeySelector, Toleration,
-    Volume, VolumeMount,
+    Affinity, ConfigMapKeySelector, EnvVarSource, LocalObjectReference, SecretKeySelector,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// The desired state of a Spin app.
+// Several printer columns share a type; clippy reads that as a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "core.spinkube.dev",
@@ -102,7 +104,10 @@ pub struct SpinAppSpec {
     pub volume_mounts: Option<Vec<VolumeMount>>,
 
     /// Spin application variables, exposed to the app as `SPIN_VARIABLE_<NAME>` environment variables.
+    /// At most 128: the apiserver bounds the cost of the uniqueness rule below,
+    /// and 128 variables with 100-character names is what fits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("self.all(v, self.exists_one(w, w.name.lowerAscii() == v.name.lowerAscii()))").message("variable names must be unique (case-insensitive)"))]
     pub variables: Option<Vec<SpinVar>>,
 
@@ -161,6 +166,13 @@ pub struct SpinAppSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
+
+    /// Scale the app to zero pods after a period without requests, and wake it
+    /// on the next request (held by the Spindle activator meanwhile). Off unless
+    /// `enabled: true`; without this field the app behaves exactly as under
+    /// spin-operator. See docs/scale-to-zero.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero: Option<ScaleToZero>,
 }
 
 /// Health checks for the app's pods.
@@ -236,13 +248,15 @@ pub struct RuntimeConfig {
     #[x_kube(validation = Rule::new("self.size() > 0").message("loadFromSecret must name a Secret"))]
     pub load_from_secret: Option<String>,
 
-    /// SQLite databases, by name (`default` is the app's default database).
+    /// SQLite databases, by name (`default` is the app's default database). At most 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.all(d, self.exists_one(e, e.name == d.name))").message("sqliteDatabases names must be unique"))]
     pub sqlite_databases: Option<Vec<SqliteDatabaseConfig>>,
 
-    /// Key-value stores, by name (`default` is the app's default store).
+    /// Key-value stores, by name (`default` is the app's default store). At most 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("keyValueStores names must be unique"))]
     pub key_value_stores: Option<Vec<KeyValueStoreConfig>>,
 
@@ -255,6 +269,7 @@ pub struct RuntimeConfig {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct SqliteDatabaseConfig {
     /// Database name as the app opens it, e.g. `default`.
+    #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("sqliteDatabases[].name must not be empty"))]
     pub name: String,
     /// Backend type, e.g. `spin` (local file) or `libsql`.
@@ -270,6 +285,7 @@ pub struct SqliteDatabaseConfig {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct KeyValueStoreConfig {
     /// Store name as the app opens it, e.g. `default`.
+    #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("keyValueStores[].name must not be empty"))]
     pub name: String,
     /// Backend type, e.g. `redis`, `spin` (local file), `azure_cosmos`, `aws_dynamo`.
@@ -327,7 +343,8 @@ pub struct RuntimeConfigVarSource {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.value) && has(self.valueFrom))").message("a variable takes value or valueFrom, not both"))]
 pub struct SpinVar {
-    /// Variable name as declared in spin.toml, e.g. `api_url`.
+    /// Variable name as declared in spin.toml, e.g. `api_url`. At most 100 characters.
+    #[schemars(length(max = 100))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_]*$')").message("variable names must start with a letter and contain only letters, digits and '_' (they become SPIN_VARIABLE_<NAME> environment variables)"))]
     pub name: String,
     /// Literal value.
@@ -378,4 +395,97 @@ pub struct SpinAppStatus {
     /// Name of the Service that fronts the app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
+    /// The image the app's pods run: `spec.image` pinned to the manifest digest
+    /// Spindle resolved, e.g. `ghcr.io/org/app:v1@sha256:…` (for an image index,
+    /// the digest of its WASI platform entry). Unset while the image has never
+    /// been resolved or when image resolution is disabled (`--resolve-images=false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_image: Option<String>,
+    /// Packaging format of the resolved image: `SpinRegistryPush` (`spin registry push`),
+    /// `WasmComponent` (a single `application/wasm` component, as `wkg oci push`) or
+    /// `SpinImage` (a WASI container image holding `/spin.toml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_format: Option<String>,
+    /// Where a scale-to-zero app is (only set when `spec.scaleToZero.enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero: Option<ScaleToZeroStatus>,
+}
+
+/// A Go-style duration accepted by CEL's `duration()`: `90s`, `2m`, `1h30m`.
+const DURATION_PATTERN: &str = "^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$";
+
+/// Scale to zero when idle, wake on the first request.
+///
+/// Defaults (applied by Spindle when a field is unset): `enabled: false`,
+/// `idleTimeout: 120s`, `coldStartTimeout: 60s`, `maxPendingRequests: 1000`,
+/// `drainSeconds: 20`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleToZero {
+    /// Turn scale to zero on. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// No request for this long scales the app to zero pods. A duration such as
+    /// `120s` or `2m`; at least `30s`. Default `120s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("idleTimeout must be a duration such as 120s, 2m or 1h30m"),
+        validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) >= duration('30s')")).message("idleTimeout must be at least 30s: shorter timeouts make an app flap between zero and one pod"),
+        validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) <= duration('720h')")).message("idleTimeout must be at most 720h"),
+    )]
+    pub idle_timeout: Option<String>,
+
+    /// Longest time a request is held while the app wakes; after it the caller
+    /// gets `503` with `Retry-After`. A duration, `1s` to `10m`. Default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(format!("self.matches('{DURATION_PATTERN}')")).message("coldStartTimeout must be a duration such as 60s or 2m"),
+        validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || (duration(self) >= duration('1s') && duration(self) <= duration('10m'))")).message("coldStartTimeout must be between 1s and 10m"),
+    )]
+    pub cold_start_timeout: Option<String>,
+
+    /// Requests held at most for this app while it wakes; beyond, callers get
+    /// `503` with `Retry-After` (the activator also has a global cap). 1 to
+    /// 100000. Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_pending_requests: Option<i32>,
+
+    /// Seconds the last pod keeps serving after it is told to stop (a
+    /// `preStop` sleep), so that nodes with stale routes still reach it. Set it
+    /// above the longest request. 5 to 300. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 5, max = 300))]
+    pub drain_seconds: Option<i32>,
+}
+
+/// Observed scale-to-zero state of an app.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleToZeroStatus {
+    /// `Serving` (pods serve directly), `ScalingDown` (the activator is in the
+    /// path and the last pods drain), `Idle` (zero pods; requests wake the app)
+    /// or `Waking` (requests are held while a pod starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why the app is not scaled down although scale to zero is on, e.g.
+    /// `ActivatorUnavailable`, `ActivityUnknown`, `DemandActive`, `PortsExhausted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The activator port reserved for this app (also on the Service as the
+    /// `spindle.spinkube.dev/activator-port` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activator_port: Option<i32>,
+    /// Last time a request for the app was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_time: Option<Time>,
+    /// Last time the app was scaled to zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_down_time: Option<Time>,
+    /// Last time the app was woken from zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_wake_time: Option<Time>,
 }

@@ -1,0 +1,219 @@
+//! (f) Two operator processes (the real binary) with leader election: only
+//! the leader writes; when it stops, the other takes over.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
+use spindle_e2e::{kubeconfig_path, repo_root, wait_for};
+
+use crate::common::*;
+
+/// The operator binary: `$SPINDLE_BIN`, else `target/debug/spindle`
+/// (`e2e/scripts/test.sh` builds it; by hand: `cargo build -p spindle`).
+fn binary() -> PathBuf {
+    let path = std::env::var_os("SPINDLE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"));
+            target.join("debug/spindle")
+        });
+    assert!(
+        path.exists(),
+        "{} does not exist: run `cargo build -p spindle` (e2e/scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `http://127.0.0.1:<port><path>`; `None` while nothing listens.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// Value of a metric line (exact series) in an OpenMetrics body.
+fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Sum of `spindle_kubernetes_requests_total` for write verbs on app resources.
+fn app_writes(body: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with("spindle_kubernetes_requests_total{"))
+        .filter(|l| {
+            ["create", "update", "patch", "delete"]
+                .iter()
+                .any(|v| l.contains(&format!("verb=\"{v}\"")))
+        })
+        .filter(|l| !l.contains("resource=\"leases\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+struct Replica {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl Replica {
+    fn start(ns: &str, identity: &str) -> Self {
+        let port = free_port();
+        let child = tokio::process::Command::new(binary())
+            .args([
+                "run",
+                "--namespace",
+                ns,
+                "--leader-election-namespace",
+                ns,
+                "--lease-name",
+                "spindle-leader",
+            ])
+            .args([
+                "--identity",
+                identity,
+                "--http-addr",
+                &format!("127.0.0.1:{port}"),
+                "--log-level",
+                "info",
+            ])
+            .env("KUBECONFIG", kubeconfig_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting the spindle binary");
+        Self { child, port }
+    }
+
+    async fn metrics(&self) -> String {
+        http_get(self.port, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    async fn is_leader(&self) -> bool {
+        metric(&self.metrics().await, "spindle_leader ") == Some(1.0)
+    }
+
+    /// SIGTERM (graceful: releases the lease) and wait for the exit.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles() {
+    let ns = namespace_with_executor().await;
+    let a = Replica::start(&ns.name, "replica-a");
+    wait_for("replica-a to lead", TIMEOUT, || async {
+        a.is_leader().await.then_some(())
+    })
+    .await
+    .unwrap();
+    let b = Replica::start(&ns.name, "replica-b");
+    wait_for("replica-b to be ready as a standby", TIMEOUT, || async {
+        (http_get(b.port, "/readyz").await?.0 == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(!b.is_leader().await, "two leaders");
+
+    ns.apply_yaml("apiVersion: core.spinkube.dev/v1alpha1\nkind: SpinApp\nmetadata: {name: led}\nspec: {executor: containerd-shim-spin, image: 'ghcr.io/x/led:v1'}\n")
+        .await
+        .unwrap();
+    wait_app(&ns, "led", "Ready", |app| {
+        has_condition(app, "Ready", "True", None)
+    })
+    .await;
+    assert!(
+        app_writes(&a.metrics().await) > 0.0,
+        "the leader wrote nothing"
+    );
+    assert_eq!(
+        app_writes(&b.metrics().await),
+        0.0,
+        "the standby wrote: {}",
+        b.metrics().await
+    );
+    let events: Vec<_> = events_about(&ns, "led")
+        .await
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("spindle"))
+        .collect();
+    assert!(!events.is_empty());
+    for e in &events {
+        assert_eq!(
+            e.reporting_instance.as_deref(),
+            Some("replica-a"),
+            "event from a non-leader: {e:?}"
+        );
+    }
+
+    // Graceful stop of the leader releases the lease; the standby takes over at once.
+    let exit = a.terminate().await;
+    assert!(exit.success(), "leader exit: {exit}");
+    wait_for("replica-b to lead", Duration::from_secs(20), || async {
+        b.is_leader().await.then_some(())
+    })
+    .await
+    .unwrap();
+    ns.apply_yaml("apiVersion: core.spinkube.dev/v1alpha1\nkind: SpinApp\nmetadata: {name: led}\nspec: {executor: containerd-shim-spin, image: 'ghcr.io/x/led:v1', replicas: 2}\n")
+        .await
+        .unwrap();
+    let deployments: kube::Api<Deployment> = ns.api();
+    wait_for("replica-b to scale the Deployment", TIMEOUT, || async {
+        (deployments.get("led").await.ok()?.spec.replicas == Some(2)).then_some(())
+    })
+    .await
+    .unwrap();
+    let d = deployments.get("led").await.unwrap();
+    assert!(
+        d.managed_fields()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("spindle"))
+    );
+    assert!(app_writes(&b.metrics().await) > 0.0);
+    let exit = b.terminate().await;
+    assert!(exit.success(), "standby exit: {exit}");
+    ns.cleanup().await;
+}

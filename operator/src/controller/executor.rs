@@ -1,0 +1,188 @@
+//! The SpinAppExecutor reconciler: a finalizer blocks deleting an executor
+//! while SpinApps in the same namespace use it, and the status reports
+//! whether the executor's RuntimeClass exists.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, Resource, ResourceExt};
+
+use super::{Context, Error, object_key, retry_after};
+use crate::api::{SpinApp, SpinAppExecutor, SpinAppExecutorStatus};
+use crate::apply::apply_params;
+
+/// The finalizer on executors (spin-operator compatible).
+pub const FINALIZER: &str = "core.spinkube.dev/finalizer";
+/// The executor condition about its RuntimeClass.
+pub const RUNTIME_CLASS_FOUND: &str = "RuntimeClassFound";
+
+const CONTROLLER: &str = "spinappexecutor";
+
+/// Reconcile one SpinAppExecutor.
+pub async fn reconcile(executor: Arc<SpinAppExecutor>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let ns = executor
+        .namespace()
+        .ok_or(Error::IncompleteObject("metadata.namespace"))?;
+    let api: Api<SpinAppExecutor> = ctx.api(&ns);
+    let key = object_key(executor.as_ref());
+    let result = finalizer(&api, FINALIZER, executor, |event| async {
+        match event {
+            Finalizer::Apply(executor) => apply(&executor, &ctx).await,
+            Finalizer::Cleanup(executor) => cleanup(&executor, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        // Keep the domain error visible (metrics label, log).
+        kube::runtime::finalizer::Error::CleanupFailed(inner)
+        | kube::runtime::finalizer::Error::ApplyFailed(inner) => inner,
+        other => Error::Finalizer(Box::new(other)),
+    });
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    result
+}
+
+/// Error policy: per-object exponential backoff (a steady 5 s poll while
+/// deletion waits for apps to go away).
+pub fn error_policy(executor: Arc<SpinAppExecutor>, error: &Error, ctx: Arc<Context>) -> Action {
+    retry_after(
+        &ctx,
+        &format!("executor:{}", object_key(executor.as_ref())),
+        error,
+        CONTROLLER,
+    )
+}
+
+async fn apply(executor: &SpinAppExecutor, ctx: &Context) -> Result<Action, Error> {
+    let condition = match executor
+        .spec
+        .deployment_config
+        .as_ref()
+        .and_then(|d| d.runtime_class_name.as_deref())
+    {
+        Some(rc) => {
+            let exists = Api::<RuntimeClass>::all(ctx.client.clone())
+                .get_opt(rc)
+                .await
+                .map_err(|source| Error::Kube {
+                    what: format!("reading RuntimeClass {rc}"),
+                    source,
+                })?
+                .is_some();
+            if exists {
+                (
+                    "True",
+                    "RuntimeClassFound",
+                    format!("RuntimeClass {rc} exists"),
+                )
+            } else {
+                (
+                    "False",
+                    "RuntimeClassNotFound",
+                    format!(
+                        "RuntimeClass {rc} does not exist; install containerd-shim-spin on the nodes and create the RuntimeClass (handler spin), or fix runtimeClassName"
+                    ),
+                )
+            }
+        }
+        None => (
+            "True",
+            "NotRequired",
+            "the executor does not use a RuntimeClass".to_owned(),
+        ),
+    };
+    let (status, reason, message) = condition;
+    let previous = executor
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == RUNTIME_CLASS_FOUND));
+    if previous.is_some_and(|c| c.status == status && c.reason == reason && c.message == message) {
+        return Ok(Action::requeue(ctx.config.resync_interval));
+    }
+    if status == "False" {
+        ctx.publish(
+            &executor.object_ref(&()),
+            EventType::Warning,
+            reason,
+            message.clone(),
+            None,
+        )
+        .await;
+    }
+    let last_transition_time = previous
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(Timestamp::now()));
+    let new_status = SpinAppExecutorStatus {
+        conditions: vec![Condition {
+            type_: RUNTIME_CLASS_FOUND.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time,
+            observed_generation: executor.metadata.generation,
+        }],
+    };
+    let patch = serde_json::json!({
+        "apiVersion": SpinAppExecutor::api_version(&()),
+        "kind": SpinAppExecutor::kind(&()),
+        "status": new_status,
+    });
+    let ns = executor.namespace().unwrap_or_default();
+    let name = executor.name_any();
+    ctx.api::<SpinAppExecutor>(&ns)
+        .patch_status(&name, &apply_params(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("writing status of SpinAppExecutor {ns}/{name}"),
+            source,
+        })?;
+    Ok(Action::requeue(ctx.config.resync_interval))
+}
+
+/// Allow deletion only when no SpinApp in the namespace names the executor.
+async fn cleanup(executor: &SpinAppExecutor, ctx: &Context) -> Result<Action, Error> {
+    let ns = executor.namespace().unwrap_or_default();
+    let name = executor.name_any();
+    // A live list (not the cache): an app created a moment ago must block too.
+    // `spec.executor` is a selectable field of the SpinApp CRD.
+    let params = ListParams::default().fields(&format!("spec.executor={name}"));
+    let apps = ctx
+        .api::<SpinApp>(&ns)
+        .list_metadata(&params)
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("listing SpinApps using executor {ns}/{name}"),
+            source,
+        })?;
+    let users: Vec<String> = apps.items.iter().map(|a| a.name_any()).collect();
+    if users.is_empty() {
+        tracing::info!(executor = %format!("{ns}/{name}"), "no SpinApp uses the executor; allowing deletion");
+        return Ok(Action::await_change());
+    }
+    let shown = if users.len() > 10 {
+        format!("{} and {} more", users[..10].join(", "), users.len() - 10)
+    } else {
+        users.join(", ")
+    };
+    ctx.publish(
+        &executor.object_ref(&()),
+        EventType::Warning,
+        "ExecutorInUse",
+        format!(
+            "deletion waits until no SpinApp in namespace {ns} uses this executor; still used by: {shown}. Delete those SpinApps or point them at another executor"
+        ),
+        None,
+    )
+    .await;
+    Err(Error::ExecutorInUse(shown))
+}
