@@ -12,6 +12,8 @@
 #
 # Usage: guest-apps/test.sh          (needs the toolchain; installs it if missing:
 #                                      e2e/scripts/install-wasm-toolchain.sh, install-wasmtime.sh)
+# Env: SPINDLE_GUEST_TARGET  cargo target dir (default guest-apps/target); an inherited
+#      CARGO_TARGET_DIR is ignored.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -49,7 +51,14 @@ echo "== native unit tests"
 cd "$here" || exit 1
 # rustup's cargo even if Debian's /usr/bin/cargo comes first on PATH
 cargo=${HOST_CARGO:-$(rustup which cargo 2>/dev/null || command -v cargo)}
-out=$("$cargo" test --locked --no-fail-fast --workspace --all-targets 2>&1)
+# The guests' own target dir (see e2e/scripts/build-guests.sh), never an inherited
+# CARGO_TARGET_DIR (CI exports the operator's): the infer binary is looked up in it.
+export SPINDLE_GUEST_TARGET=${SPINDLE_GUEST_TARGET:-$here/target}
+mkdir -p "$SPINDLE_GUEST_TARGET"
+# Held until the native model is copied out: another clone may share the target dir.
+exec {lock}>"$SPINDLE_GUEST_TARGET/.native.lock"
+flock "$lock"
+out=$(CARGO_TARGET_DIR=$SPINDLE_GUEST_TARGET "$cargo" test --locked --no-fail-fast --workspace --all-targets 2>&1)
 rc=$?
 grep -E '^test |^test result|error(\[|:)|panicked' <<<"$out"
 # one line per test: `test path ... ok|FAILED`
@@ -65,8 +74,13 @@ if [[ $n_ok -lt 40 ]]; then
   fail "expected at least 40 native tests, ran $n_ok"
 fi
 # the native model, to compare the Wasm answers with
-"$cargo" build -q --locked -p inference --example infer 2>&1 | tail -20
-infer_native="$here/target/debug/examples/infer"
+tmp_native=$(mktemp -d)
+trap 'rm -rf "$tmp_native"' EXIT
+CARGO_TARGET_DIR=$SPINDLE_GUEST_TARGET "$cargo" build -q --locked -p inference --example infer 2>&1 | tail -20
+infer_native="$tmp_native/infer"
+cp "$SPINDLE_GUEST_TARGET/debug/examples/infer" "$infer_native" || fail "native model (infer example) not built"
+flock -u "$lock"
+exec {lock}>&-
 
 # --- 2. build ------------------------------------------------------------------------------
 echo "== build"

@@ -11,6 +11,10 @@
 #                         `wasmtime serve -S cli` as well as on Spin
 #
 # Usage: e2e/scripts/build-guests.sh
+# Env: SPINDLE_GUEST_TARGET  cargo target dir for the guests (default guest-apps/target; CI
+#      shares $SPINDLE_CACHE/guest-target across clones). An inherited CARGO_TARGET_DIR (the
+#      operator's, e.g. in CI) is deliberately NOT used: the artifacts are looked up here.
+#      dist/ stays in guest-apps/target/dist whatever the target dir.
 # Toolchain: e2e/scripts/install-wasm-toolchain.sh (run here; a no-op when installed).
 set -euo pipefail
 
@@ -20,18 +24,26 @@ dist="$guests/target/dist"
 
 eval "$("$root/e2e/scripts/install-wasm-toolchain.sh")"
 
+target=${SPINDLE_GUEST_TARGET:-$guests/target}
+mkdir -p "$target"
 cd "$guests"
+rm -rf "$dist.tmp" && mkdir -p "$dist.tmp"
+# A shared target dir may be used by another clone at the same time: build and copy the
+# artifacts under one lock, so the copies are this tree's build.
+exec {lock}>"$target/.build-guests.lock"
+flock "$lock"
 start=$(date +%s)
 # Debian's cargo and rustc by full path: rustup's cargo ignores [unstable] build-std
 # (guest-apps/.cargo/config.toml) and rustup's rustc has no wasm32-wasip2 std.
-RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc /usr/bin/cargo build --locked --release --target wasm32-wasip2 --workspace
+CARGO_TARGET_DIR=$target RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
+  /usr/bin/cargo build --locked --release --target wasm32-wasip2 --workspace
 echo "build-guests: cargo build took $(($(date +%s) - start))s" >&2
-
-out="$guests/target/wasm32-wasip2/release"
-rm -rf "$dist.tmp" && mkdir -p "$dist.tmp"
+out="$target/wasm32-wasip2/release"
 for crate in hello kv inference config_env; do
   cp "$out/$crate.wasm" "$dist.tmp/${crate//_/-}.wasm"
 done
+flock -u "$lock"
+exec {lock}>&-
 
 # Plug config-env's wasi:config/store export into inference's import, then that into
 # hello's ai:inference/model import. Remaining imports (WASI) pass through.

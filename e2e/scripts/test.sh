@@ -88,7 +88,8 @@ count_cargo() {
 }
 
 begin "cargo test $*"
-if ! cargo test "$@" 2>&1 | tee "$log_dir/cargo.log"; then failed=1; fi
+# --no-fail-fast: one failing test binary must not hide the others' results.
+if ! cargo test --no-fail-fast "$@" 2>&1 | tee "$log_dir/cargo.log"; then failed=1; fi
 count_cargo "$log_dir/cargo.log"
 end "cargo test"
 
@@ -100,13 +101,21 @@ end "cargo test"
 run_suite() { # name script...
   local name=$1; shift
   begin "$name"
-  if ! "$@" 2>&1 | tee "$log_dir/$name.log"; then failed=1; fi
-  local line
-  line=$(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$log_dir/$name.log" | tail -n 1 || true)
-  if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
-    total_passed=$((total_passed + BASH_REMATCH[1]))
-    total_failed=$((total_failed + BASH_REMATCH[2]))
+  local rc=0 line p=0 f=0
+  "$@" 2>&1 | tee "$log_dir/$name.log" || rc=$?
+  # The suite's own closing total (unprefixed; sub-totals such as "http: ..." are not it).
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log_dir/$name.log" | tail -n 1 || true)
+  if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]}
   fi
+  # A suite that failed without counting a failure (crashed, no total) still counts one.
+  if ((rc != 0)); then
+    failed=1
+    ((f > 0)) || f=1
+    echo "test: $name exited $rc" >&2
+  fi
+  total_passed=$((total_passed + p))
+  total_failed=$((total_failed + f))
   end "$name"
 }
 guests=${SPINDLE_TEST_GUESTS:-auto}

@@ -45,6 +45,19 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The `spindle` binary the tests run: `$SPINDLE_BIN`, else the debug build
+/// in `$CARGO_TARGET_DIR` (CI keeps it outside the clone), else `target/`.
+pub fn spindle_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SPINDLE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_relative() { repo_root().join(t) } else { t })
+        .unwrap_or_else(|| repo_root().join("target"));
+    target.join("debug").join("spindle")
+}
+
 /// Path of the test cluster's kubeconfig. Panics with instructions when unset:
 /// a cluster test must never pass by silently skipping.
 pub fn kubeconfig_path() -> PathBuf {

@@ -2046,7 +2046,7 @@ fn quantity_bytes(q: &str) -> u64 {
 /// reconciles SpinApps of every feature to convergence without a single 403.
 #[test]
 fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
-    let spindle = repo_root().join("target/debug/spindle");
+    let spindle = spindle_e2e::spindle_bin();
     assert!(
         spindle.is_file(),
         "{} is missing: run `cargo build -p spindle`",
