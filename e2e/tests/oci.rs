@@ -2,7 +2,10 @@
 //! distribution 2.8, Debian package `docker-registry`) on 127.0.0.1: one
 //! anonymous, one with htpasswd basic auth. Each test starts its own
 //! registry processes on free ports with a generated config, and kills them
-//! (by their own PID) when done. No kube cluster is needed.
+//! (by their own PID) when done. No kube cluster is needed, except by
+//! [`controller_pins_images_and_rejects_non_spin_apps`] (the controller,
+//! in process, with a resolver; needs `SPINDLE_TEST_KUBECONFIG` like the
+//! other cluster tests).
 //!
 //! Install: `apt-get install -y docker-registry apache2-utils`.
 
@@ -704,4 +707,134 @@ async fn concurrent_resolves_share_registry_round_trips() {
     other.add(&reg.host(), Credentials::basic("someone", "x"));
     res.resolve(&image, &other, None).await.unwrap();
     assert_eq!(res.stats().fetches, 2);
+}
+
+// ---------------------------------------------------------------------------
+// The controller with a resolver (needs the test cluster)
+
+/// The SpinApp controller, in process, with image resolution on: the
+/// Deployment runs the digest-pinned image and the status reports it; a
+/// Linux image gives `ImageResolved=False` (NotASpinApp) and no Deployment.
+#[tokio::test]
+async fn controller_pins_images_and_rejects_non_spin_apps() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::node::v1::RuntimeClass;
+    use kube::Api;
+    use spindle::api::SpinApp;
+    use spindle_e2e::{TestNamespace, wait_for};
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+    let reg = Registry::start(false).await;
+    let component = push::component_artifact(component_wasm(), None);
+    let digest = reg.push("apps/one:v1", &component).await;
+    let linux = plain_image("linux", "amd64", &[("bin/sh", b"#!ELF")]);
+    reg.push("images/linux:v1", &linux).await;
+
+    let ns = TestNamespace::new().await;
+    let rcs: Api<RuntimeClass> = Api::all(ns.client.clone());
+    if rcs.get_opt("wasmtime-spin-v2").await.unwrap().is_none() {
+        let rc: RuntimeClass = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "wasmtime-spin-v2"}, "handler": "spin"}),
+        )
+        .unwrap();
+        match rcs.create(&Default::default(), &rc).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("creating the RuntimeClass: {e}"),
+        }
+    }
+    ns.apply_yaml(&format!(
+        r#"
+apiVersion: core.spinkube.dev/v1alpha1
+kind: SpinAppExecutor
+metadata: {{name: containerd-shim-spin}}
+spec:
+  createDeployment: true
+  deploymentConfig: {{runtimeClassName: wasmtime-spin-v2}}
+---
+apiVersion: core.spinkube.dev/v1alpha1
+kind: SpinApp
+metadata: {{name: good}}
+spec: {{image: "{good}", executor: containerd-shim-spin, replicas: 1}}
+---
+apiVersion: core.spinkube.dev/v1alpha1
+kind: SpinApp
+metadata: {{name: linux}}
+spec: {{image: "{linux}", executor: containerd-shim-spin, replicas: 1}}
+"#,
+        good = reg.image("apps/one:v1"),
+        linux = reg.image("images/linux:v1"),
+    ))
+    .await
+    .expect("applying the fixtures");
+
+    let readiness = spindle::http::Readiness::default();
+    let config = spindle::controller::Config {
+        namespace: Some(ns.name.clone()),
+        readiness: readiness.clone(),
+        instance: Some(format!("test-{}", ns.name)),
+        resolver: Some(Arc::new(resolver())),
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(spindle::controller::run_until(
+        ns.client.clone(),
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let pinned = format!("{}:v1@{digest}", reg.image("apps/one"));
+    let deployments: Api<Deployment> = ns.api();
+    let deployment = wait_for("the good app's Deployment", TIMEOUT, || async {
+        deployments.get_opt("good").await.ok()?
+    })
+    .await
+    .unwrap();
+    let containers = &deployment.spec.template.spec.unwrap().containers;
+    assert_eq!(containers[0].image.as_deref(), Some(pinned.as_str()));
+
+    let apps: Api<SpinApp> = ns.api();
+    let condition = |app: &SpinApp, status: &str, reason: &str| {
+        app.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "ImageResolved" && c.status == status && c.reason == reason)
+        })
+    };
+    let good = wait_for("good: ImageResolved=True", TIMEOUT, || async {
+        let app = apps.get("good").await.ok()?;
+        condition(&app, "True", "WasmComponent").then_some(app)
+    })
+    .await
+    .unwrap();
+    let status = good.status.unwrap();
+    assert_eq!(status.resolved_image.as_deref(), Some(pinned.as_str()));
+    assert_eq!(status.image_format.as_deref(), Some("WasmComponent"));
+
+    let linux = wait_for(
+        "linux: ImageResolved=False NotASpinApp",
+        TIMEOUT,
+        || async {
+            let app = apps.get("linux").await.ok()?;
+            condition(&app, "False", "NotASpinApp").then_some(app)
+        },
+    )
+    .await
+    .unwrap();
+    let status = linux.status.unwrap();
+    assert!(status.resolved_image.is_none(), "{status:?}");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "NotASpinApp"),
+        "{status:?}"
+    );
+    assert!(deployments.get_opt("linux").await.unwrap().is_none());
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    ns.cleanup().await;
 }

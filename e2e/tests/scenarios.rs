@@ -325,6 +325,9 @@ impl LocalOperator {
             .port();
         let child = tokio::process::Command::new(spindle_bin()?)
             .args(["run", "--namespace", namespace, "--leader-elect=false"])
+            // The scenario images (kind-registry:5000/...) are not reachable
+            // from here: pods get `spec.image` as written.
+            .arg("--resolve-images=false")
             .args([
                 "--http-addr",
                 &format!("127.0.0.1:{port}"),

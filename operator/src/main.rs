@@ -93,6 +93,32 @@ struct RunArgs {
     /// How often every app is reconciled even without changes, in seconds.
     #[arg(long, env = "SPINDLE_RESYNC_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     resync_seconds: u64,
+
+    /// Resolve `spec.image` to a digest and check that it is a Spin app
+    /// before rolling it out (`--resolve-images=false` to pass `spec.image`
+    /// to the pod as written, e.g. when the operator cannot reach the registry).
+    #[arg(
+        long,
+        env = "SPINDLE_RESOLVE_IMAGES",
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    resolve_images: bool,
+
+    /// Reach this registry (`host` or `host:port`, exactly as in image
+    /// references) over plain HTTP when resolving images. Repeatable; the
+    /// environment variable takes a comma-separated list. Loopback
+    /// registries always use plain HTTP.
+    #[arg(
+        long = "insecure-registry",
+        env = "SPINDLE_INSECURE_REGISTRIES",
+        value_name = "HOST[:PORT]",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
 }
 
 #[tokio::main]
@@ -170,7 +196,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         instance: Some(identity.clone()),
+        resolver: args.resolve_images.then(|| {
+            std::sync::Arc::new(spindle::oci::Resolver::new(spindle::oci::ResolverConfig {
+                insecure_registries: args.insecure_registries.clone(),
+                ..Default::default()
+            }))
+        }),
     };
+    if !args.resolve_images && !args.insecure_registries.is_empty() {
+        tracing::warn!("--insecure-registry has no effect with --resolve-images=false");
+    }
 
     let result = if args.leader_elect {
         let namespace = args

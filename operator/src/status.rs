@@ -12,6 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::api::{SpinApp, SpinAppStatus};
+pub use crate::oci::app::IMAGE_RESOLVED;
+use crate::oci::app::ImageDecision;
 
 /// `Ready`: the desired spec runs (all pods of the current rollout are available).
 pub const READY: &str = "Ready";
@@ -351,6 +353,55 @@ impl Conditions<'_> {
             last_transition_time,
             observed_generation: self.generation,
         });
+    }
+}
+
+/// Fill in image resolution's part of `status` (built by [`build`]):
+/// `resolvedImage`, `imageFormat` and the `ImageResolved` condition
+/// (replacing one [`build`] set from a problem). `note` is appended to the
+/// condition's message (e.g. a missing `imagePullSecret`).
+///
+/// With resolution disabled the fields are cleared and no condition is set;
+/// when no image could be resolved, the previous values (what still runs)
+/// are kept.
+pub fn set_image(
+    status: &mut SpinAppStatus,
+    app: &SpinApp,
+    decision: &ImageDecision,
+    note: Option<&str>,
+    now: &Time,
+) {
+    let previous = app.status.as_ref();
+    match decision.image() {
+        Some(image) => {
+            status.resolved_image = Some(image.image.clone());
+            status.image_format = Some(image.format.as_str().to_owned());
+        }
+        None if matches!(decision, ImageDecision::Disabled) => {
+            status.resolved_image = None;
+            status.image_format = None;
+        }
+        None => {
+            status.resolved_image = previous.and_then(|p| p.resolved_image.clone());
+            status.image_format = previous.and_then(|p| p.image_format.clone());
+        }
+    }
+    status.conditions.retain(|c| c.type_ != IMAGE_RESOLVED);
+    if let Some((cond_status, reason, mut message)) = decision.condition() {
+        if let Some(note) = note {
+            message.push_str("; ");
+            message.push_str(note);
+        }
+        let mut conditions = Conditions {
+            previous: previous
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default(),
+            generation: app.metadata.generation,
+            now,
+            out: std::mem::take(&mut status.conditions),
+        };
+        conditions.set(IMAGE_RESOLVED, cond_status, &reason, &message);
+        status.conditions = conditions.out;
     }
 }
 
@@ -705,5 +756,72 @@ mod tests {
         assert_eq!(get(&status, READY).status, "True");
         assert_eq!(get(&status, AVAILABLE).reason, "DeploymentNotManaged");
         assert_eq!(status.deployment_name, None);
+    }
+
+    #[test]
+    fn image_resolution_fields_and_condition() {
+        use crate::oci::ImageFormat;
+        use crate::oci::app::AppImage;
+
+        let pinned = "x:1@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let resolved = ImageDecision::Resolved {
+            image: AppImage {
+                image: pinned.into(),
+                format: ImageFormat::WasmComponent,
+            },
+            changed: true,
+        };
+        let a = app(1, None);
+        let mut status = build(&a, &applied(), None, &time(10));
+        set_image(&mut status, &a, &resolved, None, &time(10));
+        assert_eq!(status.resolved_image.as_deref(), Some(pinned));
+        assert_eq!(status.image_format.as_deref(), Some("WasmComponent"));
+        let c = get(&status, IMAGE_RESOLVED);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "WasmComponent")
+        );
+
+        // A later failure (with a note) keeps what runs and flips the
+        // condition once, replacing one `build` set from a problem.
+        let a = app(2, Some(status));
+        let failed = ImageDecision::Failed(crate::oci::Error::RegistryUnavailable {
+            registry: "r".into(),
+            detail: "down".into(),
+        });
+        let problems = [ConditionProblem {
+            condition_type: IMAGE_RESOLVED.into(),
+            reason: "RegistryUnavailable".into(),
+            message: "m".into(),
+        }];
+        let mut status = build(&a, &Outcome::Blocked(&problems), None, &time(20));
+        set_image(
+            &mut status,
+            &a,
+            &failed,
+            Some("secret s not found"),
+            &time(20),
+        );
+        assert_eq!(
+            status
+                .conditions
+                .iter()
+                .filter(|c| c.type_ == IMAGE_RESOLVED)
+                .count(),
+            1
+        );
+        let c = get(&status, IMAGE_RESOLVED);
+        assert_eq!(c.status, "False");
+        assert_eq!(c.reason, "RegistryUnavailable");
+        assert!(c.message.ends_with("; secret s not found"), "{}", c.message);
+        assert_eq!(c.last_transition_time, time(20));
+        assert_eq!(status.resolved_image.as_deref(), Some(pinned));
+
+        // Disabled: no condition, no fields.
+        let a = app(3, Some(status));
+        let mut status = build(&a, &applied(), None, &time(30));
+        set_image(&mut status, &a, &ImageDecision::Disabled, None, &time(30));
+        assert!(status.resolved_image.is_none() && status.image_format.is_none());
+        assert!(condition(Some(&status), IMAGE_RESOLVED).is_none());
     }
 }

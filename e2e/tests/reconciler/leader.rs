@@ -97,6 +97,8 @@ impl Replica {
                 ns,
                 "--lease-name",
                 "spindle-leader",
+                // Test images (ghcr.io/...) are not reachable here.
+                "--resolve-images=false",
             ])
             .args([
                 "--identity",

@@ -66,6 +66,10 @@ pub struct Config {
     pub readiness: Readiness,
     /// The `reportingInstance` of events (e.g. the pod name).
     pub instance: Option<String>,
+    /// Resolves `spec.image` to a digest and checks its format before
+    /// anything is rolled out; `None` = resolution disabled
+    /// (`--resolve-images=false`): `spec.image` goes to the pod as written.
+    pub resolver: Option<Arc<crate::oci::Resolver>>,
 }
 
 impl Default for Config {
@@ -77,6 +81,7 @@ impl Default for Config {
             metrics: Metrics::new(),
             readiness: Readiness::default(),
             instance: None,
+            resolver: None,
         }
     }
 }
@@ -101,6 +106,10 @@ pub enum Error {
     /// status conditions and events.
     #[error("app is blocked: {0}")]
     Blocked(String),
+    /// The registry could not be asked about `spec.image` (a transient
+    /// error); retried with backoff. Details are in the `ImageResolved` condition.
+    #[error("resolving the image: {0}")]
+    Image(String),
     /// An executor cannot be deleted while apps use it.
     #[error("SpinAppExecutor is still used by {0}")]
     ExecutorInUse(String),
@@ -119,6 +128,7 @@ impl Error {
             Error::Apply(e) => format!("apply_{}", e.metric_label()),
             Error::Kube { .. } => "kube".into(),
             Error::Blocked(_) => "blocked".into(),
+            Error::Image(_) => "image".into(),
             Error::ExecutorInUse(_) => "executor_in_use".into(),
             Error::Finalizer(_) => "finalizer".into(),
             Error::IncompleteObject(_) => "incomplete_object".into(),
@@ -463,7 +473,7 @@ pub(crate) fn retry_after(
         _ => ctx.backoff.failed(key),
     };
     match error {
-        Error::Blocked(_) | Error::ExecutorInUse(_) => {
+        Error::Blocked(_) | Error::ExecutorInUse(_) | Error::Image(_) => {
             tracing::info!(object = key, %error, retry_in = ?delay, "{controller} reconcile blocked")
         }
         _ => {

@@ -1,7 +1,13 @@
 //! The SpinApp reconciler.
 //!
 //! 1. Read what the app needs: its executor and RuntimeClass (from caches),
-//!    the Secrets and ConfigMaps it references (GET, only those).
+//!    the Secrets and ConfigMaps it references (GET, only those); with image
+//!    resolution on, its `imagePullSecrets` (GET) and the image decision
+//!    ([`crate::oci::app::resolve_app_image`]): the pod runs the
+//!    digest-pinned image; when no image could be resolved, nothing is
+//!    applied (`ImageResolved=False`); on a registry error with an earlier
+//!    digest in the status, that digest keeps running and the registry is
+//!    asked again with backoff.
 //! 2. Build the model. On problems: report them (conditions, one Warning event
 //!    per new problem) and leave every existing child alone, so a broken
 //!    change never takes a running app down.
@@ -13,7 +19,7 @@
 //! Nothing is written when nothing changed: children are compared with the
 //! cache first ([`crate::apply::apply`]) and the status with the object's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::ByteString;
@@ -31,6 +37,7 @@ use super::{Context, Error, object_key, retry_after};
 use crate::api::{SpinApp, SpinAppStatus};
 use crate::apply::{self, APP_NAME_LABEL, Applied, MANAGED_BY, MANAGED_BY_LABEL, apply_params};
 use crate::model::{self, App, Inputs, Problems};
+use crate::oci::app::{IMAGE_RESOLVED, ImageDecision, resolve_app_image};
 use crate::render;
 use crate::status::{self, ConditionProblem, Outcome};
 
@@ -71,7 +78,15 @@ async fn reconcile_inner(app: &SpinApp, ctx: &Context) -> Result<Action, Error> 
 
     // 1. Inputs.
     let refs = model::references(app);
-    ctx.references.set(&ns, &name, &refs);
+    let pull_secrets = pull_secret_names(app, ctx);
+    if pull_secrets.is_empty() {
+        ctx.references.set(&ns, &name, &refs);
+    } else {
+        // A pull secret that appears or changes triggers a new resolve.
+        let mut watched = refs.clone();
+        watched.secrets.extend(pull_secrets.iter().cloned());
+        ctx.references.set(&ns, &name, &watched);
+    }
     let executor = ctx
         .executors
         .get(&ObjectRef::new(&app.spec.executor).within(&ns));
@@ -82,6 +97,7 @@ async fn reconcile_inner(app: &SpinApp, ctx: &Context) -> Result<Action, Error> 
         .map(|rc| ctx.runtime_classes.get(&ObjectRef::new(rc)).is_some());
     let secrets = fetch_all::<Secret>(ctx, &ns, &refs.secrets).await?;
     let config_maps = fetch_all::<ConfigMap>(ctx, &ns, &refs.config_maps).await?;
+    let image = resolve_image(app, ctx, &ns, &pull_secrets).await?;
     let inputs = Inputs {
         app,
         executor: executor.as_deref(),
@@ -91,15 +107,41 @@ async fn reconcile_inner(app: &SpinApp, ctx: &Context) -> Result<Action, Error> 
     };
 
     // 2. Model.
-    let model = match App::build(&inputs) {
+    let mut model = match App::build(&inputs) {
         Ok(model) => model,
-        Err(problems) => return report_problems(app, ctx, &problems).await,
+        Err(problems) => return report_problems(app, ctx, &problems, &image).await,
     };
+    match &image.decision {
+        ImageDecision::Failed(error) => {
+            // Nothing runnable: leave every child alone.
+            let problems = [ConditionProblem {
+                condition_type: IMAGE_RESOLVED.into(),
+                reason: error.reason().to_owned(),
+                message: image.message().unwrap_or_else(|| error.to_string()),
+            }];
+            report(app, ctx, &problems, &image).await?;
+            return match image.decision.retry_error() {
+                Some(error) => Err(Error::Image(error.to_string())),
+                // Only a spec change or new registry content fixes it.
+                None => Ok(Action::requeue(ctx.config.resync_interval)),
+            };
+        }
+        decision => {
+            if let Some(resolved) = decision.image() {
+                model.image = resolved.image.clone();
+            }
+        }
+    }
 
     // 3. Children.
     match apply_children(app, ctx, &model, &uid).await {
         Ok((deployment, outcome)) => {
-            write_status(app, ctx, &outcome, deployment.as_ref()).await?;
+            write_status(app, ctx, &outcome, deployment.as_ref(), &image).await?;
+            announce_image(app, ctx, &image).await;
+            if let Some(error) = image.decision.retry_error() {
+                // Stale: the last digest runs; ask the registry again soon.
+                return Err(Error::Image(error.to_string()));
+            }
             tracing::debug!(object = %object_key(app), "reconciled");
             Ok(Action::requeue(ctx.config.resync_interval))
         }
@@ -110,7 +152,7 @@ async fn reconcile_inner(app: &SpinApp, ctx: &Context) -> Result<Action, Error> 
                 message: apply::Error::NotOwned { kind, name: child }.to_string(),
             };
             let problems = [problem];
-            report(app, ctx, &problems).await?;
+            report(app, ctx, &problems, &image).await?;
             Err(Error::Blocked(problems[0].message.clone()))
         }
         Err(error) => {
@@ -127,11 +169,121 @@ async fn reconcile_inner(app: &SpinApp, ctx: &Context) -> Result<Action, Error> 
     }
 }
 
+/// The outcome of image resolution for one reconcile.
+struct ImageState {
+    decision: ImageDecision,
+    /// Appended to the `ImageResolved` message (missing pull secrets).
+    note: Option<String>,
+}
+
+impl ImageState {
+    /// The `ImageResolved` message, with the note.
+    fn message(&self) -> Option<String> {
+        let (_, _, mut message) = self.decision.condition()?;
+        if let Some(note) = &self.note {
+            message.push_str("; ");
+            message.push_str(note);
+        }
+        Some(message)
+    }
+}
+
+/// Read the app's `imagePullSecrets` (a missing one means no credentials
+/// from it) and decide which image to run. Only reads Secrets when
+/// resolution is enabled.
+async fn resolve_image(
+    app: &SpinApp,
+    ctx: &Context,
+    ns: &str,
+    names: &BTreeSet<String>,
+) -> Result<ImageState, Error> {
+    let Some(resolver) = ctx.config.resolver.as_deref() else {
+        return Ok(ImageState {
+            decision: ImageDecision::Disabled,
+            note: None,
+        });
+    };
+    let found = fetch_all::<Secret>(ctx, ns, names).await?;
+    let missing: Vec<&str> = names
+        .iter()
+        .filter(|n| !found.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    let note = (!missing.is_empty()).then(|| {
+        format!(
+            "imagePullSecret(s) {} not found, used without credentials",
+            missing.join(", ")
+        )
+    });
+    let pull_secrets: Vec<Secret> = found.into_values().collect();
+    let decision = resolve_app_image(Some(resolver), app, &pull_secrets).await;
+    Ok(ImageState { decision, note })
+}
+
+/// The app's `imagePullSecrets` names; empty when resolution is disabled
+/// (the kubelet then reads them, not Spindle).
+fn pull_secret_names(app: &SpinApp, ctx: &Context) -> BTreeSet<String> {
+    if ctx.config.resolver.is_none() {
+        return BTreeSet::new();
+    }
+    app.spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// Events about image resolution: a Normal event naming the format when the
+/// resolved image changed, a Warning when a registry error keeps the last
+/// digest running (once per new error).
+async fn announce_image(app: &SpinApp, ctx: &Context, image: &ImageState) {
+    let regarding = app.object_ref(&());
+    match &image.decision {
+        ImageDecision::Resolved {
+            image: resolved,
+            changed: true,
+        } => {
+            ctx.publish(
+                &regarding,
+                EventType::Normal,
+                "ImageResolved",
+                format!(
+                    "{} resolved to {} ({})",
+                    app.spec.image, resolved.image, resolved.format
+                ),
+                None,
+            )
+            .await;
+        }
+        ImageDecision::Stale { error, .. } => {
+            let problem = ConditionProblem {
+                condition_type: IMAGE_RESOLVED.into(),
+                reason: error.reason().to_owned(),
+                message: image.message().unwrap_or_default(),
+            };
+            if !status::new_problems(app.status.as_ref(), std::slice::from_ref(&problem)).is_empty()
+            {
+                ctx.publish(
+                    &regarding,
+                    EventType::Warning,
+                    &problem.reason,
+                    problem.message,
+                    None,
+                )
+                .await;
+            }
+        }
+        _ => {}
+    }
+}
+
 /// GET each named object; missing ones are left out of the map.
 async fn fetch_all<K>(
     ctx: &Context,
     ns: &str,
-    names: &std::collections::BTreeSet<String>,
+    names: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, K>, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -158,6 +310,7 @@ async fn report_problems(
     app: &SpinApp,
     ctx: &Context,
     problems: &Problems,
+    image: &ImageState,
 ) -> Result<Action, Error> {
     let shown: Vec<ConditionProblem> = problems
         .iter()
@@ -167,7 +320,7 @@ async fn report_problems(
             message: p.message(),
         })
         .collect();
-    report(app, ctx, &shown).await?;
+    report(app, ctx, &shown, image).await?;
     if problems.is_transient() {
         // Something may appear later (an executor, a Secret). The watches
         // usually trigger first; the backoff is the safety net.
@@ -179,7 +332,12 @@ async fn report_problems(
     }
 }
 
-async fn report(app: &SpinApp, ctx: &Context, problems: &[ConditionProblem]) -> Result<(), Error> {
+async fn report(
+    app: &SpinApp,
+    ctx: &Context,
+    problems: &[ConditionProblem],
+    image: &ImageState,
+) -> Result<(), Error> {
     let regarding = app.object_ref(&());
     for p in status::new_problems(app.status.as_ref(), problems) {
         ctx.publish(
@@ -194,7 +352,14 @@ async fn report(app: &SpinApp, ctx: &Context, problems: &[ConditionProblem]) -> 
     let deployment = ctx
         .deployments
         .get(&ObjectRef::new(&app.name_any()).within(&app.namespace().unwrap_or_default()));
-    write_status(app, ctx, &Outcome::Blocked(problems), deployment.as_deref()).await
+    write_status(
+        app,
+        ctx,
+        &Outcome::Blocked(problems),
+        deployment.as_deref(),
+        image,
+    )
+    .await
 }
 
 /// Apply the rendered children; returns the newest Deployment and the outcome for the status.
@@ -372,9 +537,17 @@ async fn write_status(
     ctx: &Context,
     outcome: &Outcome<'_>,
     deployment: Option<&Deployment>,
+    image: &ImageState,
 ) -> Result<(), Error> {
     let now = Time(Timestamp::now());
-    let status = status::build(app, outcome, deployment, &now);
+    let mut status = status::build(app, outcome, deployment, &now);
+    status::set_image(
+        &mut status,
+        app,
+        &image.decision,
+        image.note.as_deref(),
+        &now,
+    );
     if app.status.as_ref() == Some(&status) {
         return Ok(());
     }

@@ -866,7 +866,7 @@ pub async fn push(
     credentials: &Credentials,
     plain_http: PlainHttp,
 ) -> Result<String, Error> {
-    let client = super::resolver::registry_client(reference, plain_http);
+    let client = super::resolver::registry_client(plain_http.protocol_for(reference));
     let auth = credentials.to_registry_auth();
     let target = reference.to_string();
     let map = |e| Error::from_oci(e, reference.registry(), reference.repository(), &target);

@@ -110,11 +110,25 @@ impl PlainHttp {
     }
 }
 
+/// Whether `image`'s registry (`host` or `host:port`, as written in the
+/// reference) is exactly one of `insecure`, case-insensitive: `host:5000`
+/// does not allow `host:5001`, and a bare `host` allows only `host` without a port.
+pub(crate) fn is_insecure_registry(image: &ImageRef, insecure: &[String]) -> bool {
+    insecure.iter().any(|entry| {
+        let entry = entry.trim();
+        !entry.is_empty() && entry.eq_ignore_ascii_case(image.registry())
+    })
+}
+
 /// Resolver settings.
 #[derive(Clone, Debug)]
 pub struct ResolverConfig {
     /// Plain HTTP policy.
     pub plain_http: PlainHttp,
+    /// Registries (`host` or `host:port`, as in the image reference) reached
+    /// over plain HTTP in addition to what `plain_http` allows
+    /// (`spindle run --insecure-registry`). Exact matches only.
+    pub insecure_registries: Vec<String>,
     /// How long a resolved tag is reused when the caller gives no `max_age`.
     pub tag_ttl: Duration,
     /// How long an error is reused (shared by all apps on the same image).
@@ -133,6 +147,7 @@ impl Default for ResolverConfig {
     fn default() -> Self {
         ResolverConfig {
             plain_http: PlainHttp::default(),
+            insecure_registries: Vec::new(),
             tag_ttl: Duration::from_secs(60),
             error_ttl: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
@@ -185,6 +200,14 @@ pub struct Resolver {
     cache: Mutex<HashMap<Key, Arc<Slot>>>,
     fetches: AtomicU64,
     hits: AtomicU64,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Resolver {
@@ -347,7 +370,12 @@ impl Resolver {
     }
 
     async fn fetch_with(&self, r: &ImageRef, auth: RegistryAuth) -> Result<Resolved, Error> {
-        let client = registry_client(r, self.config.plain_http);
+        let protocol = if is_insecure_registry(r, &self.config.insecure_registries) {
+            ClientProtocol::Http
+        } else {
+            self.config.plain_http.protocol_for(r)
+        };
+        let client = registry_client(protocol);
         let reference = r.to_string();
         let oci_err = |e| Error::from_oci(e, r.registry(), r.repository(), &reference);
         let invalid = |detail: String| Error::InvalidArtifact {
@@ -566,12 +594,12 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(19)]
 }
 
-/// An `oci-client` client for `image`'s registry. Plain HTTP only for
-/// loopback registries (and only when `plain_http` allows it).
-pub(crate) fn registry_client(image: &ImageRef, plain_http: PlainHttp) -> Client {
+/// An `oci-client` client speaking `protocol`
+/// (see [`PlainHttp::protocol_for`] and [`is_insecure_registry`]).
+pub(crate) fn registry_client(protocol: ClientProtocol) -> Client {
     super::ensure_crypto_provider();
     Client::new(ClientConfig {
-        protocol: plain_http.protocol_for(image),
+        protocol,
         platform_resolver: None,
         connect_timeout: Some(Duration::from_secs(5)),
         read_timeout: Some(Duration::from_secs(20)),
@@ -626,6 +654,19 @@ mod tests {
             ClientProtocol::Https
         );
         assert_eq!(PlainHttp::Never.protocol_for(&lo), ClientProtocol::Https);
+        let insecure = vec![
+            "registry.local:5000".to_string(),
+            "plain.example".to_string(),
+        ];
+        let yes = ImageRef::parse("registry.local:5000/a:1").unwrap();
+        let other_port = ImageRef::parse("registry.local:5001/a:1").unwrap();
+        let bare = ImageRef::parse("plain.example/a:1").unwrap();
+        assert!(is_insecure_registry(&yes, &insecure));
+        assert!(!is_insecure_registry(&other_port, &insecure));
+        assert!(is_insecure_registry(&bare, &insecure));
+        let bare_with_port = ImageRef::parse("plain.example:5000/a:1").unwrap();
+        assert!(!is_insecure_registry(&bare_with_port, &insecure));
+        assert!(!is_insecure_registry(&remote, &insecure));
     }
 
     #[tokio::test]
