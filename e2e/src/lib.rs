@@ -53,7 +53,13 @@ pub fn spindle_bin() -> PathBuf {
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|t| if t.is_relative() { repo_root().join(t) } else { t })
+        .map(|t| {
+            if t.is_relative() {
+                repo_root().join(t)
+            } else {
+                t
+            }
+        })
         .unwrap_or_else(|| repo_root().join("target"));
     target.join("debug").join("spindle")
 }
