@@ -248,14 +248,7 @@ fn helm_bin() -> PathBuf {
 
 /// The operator binary (`$SPINDLE_BIN`, else `<target>/debug/spindle`).
 fn spindle_bin() -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("SPINDLE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_root().join("target"))
-                .join("debug/spindle")
-        });
+    let path = spindle_e2e::spindle_bin();
     ensure!(
         path.exists(),
         "{} is missing: run `cargo build -p spindle`",

@@ -7,21 +7,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
-use spindle_e2e::{kubeconfig_path, repo_root, wait_for};
+use spindle_e2e::{kubeconfig_path, wait_for};
 
 use crate::common::*;
 
-/// The operator binary: `$SPINDLE_BIN`, else `target/debug/spindle`
-/// (`e2e/scripts/test.sh` builds it; by hand: `cargo build -p spindle`).
+/// The operator binary (`e2e/scripts/test.sh` builds it; by hand: `cargo build -p spindle`).
 fn binary() -> PathBuf {
-    let path = std::env::var_os("SPINDLE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_root().join("target"));
-            target.join("debug/spindle")
-        });
+    let path = spindle_e2e::spindle_bin();
     assert!(
         path.exists(),
         "{} does not exist: run `cargo build -p spindle` (e2e/scripts/test.sh does)",
