@@ -16,7 +16,7 @@
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -38,8 +38,15 @@ pub const KUBECONFIG_ENV: &str = "SPINDLE_TEST_KUBECONFIG";
 pub const FIELD_MANAGER: &str = "spindle-e2e";
 
 /// The workspace root (`crds/`, `e2e/testdata/` are below it).
+///
+/// Read at run time first: cargo sets `CARGO_MANIFEST_DIR` for `cargo test`, and a
+/// test binary reused from a shared `CARGO_TARGET_DIR` (CI keeps one outside the
+/// clone) may have been compiled in another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("e2e/ has a parent")
         .to_path_buf()

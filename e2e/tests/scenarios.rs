@@ -1115,34 +1115,52 @@ async fn s5_scale_subresource_to_three_ready_pods() -> anyhow::Result<Outcome> {
         .await?;
     ensure!(out.contains("scaled"), "kubectl scale: {out}");
     env.wait_available("hello", 3).await?;
-    let timeout = format!("--timeout={}s", env.cluster.timeout().as_secs());
-    env.ns
-        .kubectl(&[
-            "wait",
-            "--for=condition=Ready",
-            "pod",
-            "-l",
-            "core.spinkube.dev/app-name=hello",
-            &timeout,
-        ])
-        .await?;
-    let pods = env
-        .ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels("core.spinkube.dev/app-name=hello"))
-        .await?;
-    let ready = pods
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .count();
-    ensure!(ready == 3, "{ready} ready hello pods, want 3");
+    // Pods being deleted are not part of the app any more (a ReplicaSet may replace a
+    // pod at any time), so "three ready pods" counts the live ones only.
+    let pods_api = env.ns.api::<Pod>();
+    let live_ready = wait_for(
+        "three live hello pods, all Ready",
+        env.cluster.timeout(),
+        || async {
+            let pods = pods_api
+                .list(&ListParams::default().labels("core.spinkube.dev/app-name=hello"))
+                .await
+                .ok()?;
+            let live: Vec<_> = pods
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            let ready = live
+                .iter()
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
+                .count();
+            (live.len() == 3 && ready == 3).then_some(ready)
+        },
+    )
+    .await;
+    if let Err(e) = live_ready {
+        let dump = env
+            .ns
+            .kubectl(&[
+                "get",
+                "pods",
+                "-o",
+                "custom-columns=NAME:.metadata.name,DELETING:.metadata.deletionTimestamp,\
+                 PHASE:.status.phase,READY:.status.conditions[?(@.type=='Ready')].status,\
+                 NODE:.spec.nodeName",
+            ])
+            .await
+            .unwrap_or_default();
+        return Err(e.context(format!("pods:\n{dump}")));
+    }
     let api: Api<SpinApp> = env.ns.api();
     wait_for(
         "SpinApp hello status.readyReplicas = 3",

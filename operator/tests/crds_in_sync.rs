@@ -9,7 +9,11 @@ use std::process::Command;
 const REGENERATE: &str = "regenerate with `cargo run -p spindle -- crd --out-dir crds`";
 
 fn crds_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds")
+    // Run time first: a binary reused from a shared target dir may come from another checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../crds")
 }
 
 /// Line number and both lines of the first difference.
