@@ -411,6 +411,29 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+/// A bare `GET http://127.0.0.1:{port}{path}` (HTTP/1.1, `Connection: close`):
+/// the status code and body, or None if the server is not answering. Enough for
+/// the operator's health and metrics endpoints without a client dependency.
+pub async fn http_get_local(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}
 
 /// The API error status inside an error chain, if the apiserver answered with one.
 pub fn api_status(err: &anyhow::Error) -> Option<&kube::core::Status> {

@@ -36,7 +36,9 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use spindle::api::SpinApp;
-use spindle_e2e::{TestNamespace, crd_established, kubeconfig_path, kubectl, repo_root, wait_for};
+use spindle_e2e::{
+    TestNamespace, crd_established, http_get_local, kubeconfig_path, kubectl, repo_root, wait_for,
+};
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -367,28 +369,6 @@ impl LocalOperator {
             }
         }
     }
-}
-
-/// GET `http://127.0.0.1:<port><path>` (the local operator's endpoint).
-async fn http_get_local(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.ok()?;
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((code, body))
 }
 
 /// A scenario's world: a fresh namespace with the shim executor, the cluster's

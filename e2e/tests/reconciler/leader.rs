@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
-use spindle_e2e::{kubeconfig_path, wait_for};
+use spindle_e2e::{http_get_local, kubeconfig_path, wait_for};
 
 use crate::common::*;
 
@@ -28,28 +28,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// GET `http://127.0.0.1:<port><path>`; `None` while nothing listens.
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.ok()?;
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((code, body))
 }
 
 /// Value of a metric line (exact series) in an OpenMetrics body.
@@ -110,7 +88,7 @@ impl Replica {
     }
 
     async fn metrics(&self) -> String {
-        http_get(self.port, "/metrics")
+        http_get_local(self.port, "/metrics")
             .await
             .map(|(_, b)| b)
             .unwrap_or_default()
@@ -146,7 +124,7 @@ async fn only_the_leader_reconciles() {
     .unwrap();
     let b = Replica::start(&ns.name, "replica-b");
     wait_for("replica-b to be ready as a standby", TIMEOUT, || async {
-        (http_get(b.port, "/readyz").await?.0 == 200).then_some(())
+        (http_get_local(b.port, "/readyz").await?.0 == 200).then_some(())
     })
     .await
     .unwrap();
