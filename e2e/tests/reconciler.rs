@@ -5,6 +5,8 @@
 //! Needs `SPINDLE_TEST_KUBECONFIG` (run `e2e/scripts/test.sh`, or
 //! `e2e/scripts/controlplane.sh start` and `source <(e2e/scripts/controlplane.sh env)`).
 
+#[path = "reconciler/ca_bundle.rs"]
+mod ca_bundle;
 #[path = "reconciler/common.rs"]
 mod common;
 #[path = "reconciler/idempotency.rs"]

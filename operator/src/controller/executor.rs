@@ -1,13 +1,15 @@
 //! The SpinAppExecutor reconciler: a finalizer blocks deleting an executor
 //! while SpinApps in the same namespace use it, and the status reports
-//! whether the executor's RuntimeClass exists.
+//! whether the executor's RuntimeClass exists. With `installDefaultCACerts`
+//! it creates the namespace's CA bundle Secret once.
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch};
+use kube::api::{ListParams, Patch, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -15,7 +17,9 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, Error, object_key, retry_after};
 use crate::api::{SpinApp, SpinAppExecutor, SpinAppExecutorStatus};
-use crate::apply::apply_params;
+use crate::apply::{FIELD_MANAGER, apply_params};
+use crate::model::DEFAULT_CA_SECRET;
+use crate::render::ca_bundle::{ca_bundle_secret, mozilla_ca_bundle};
 
 /// The finalizer on executors (spin-operator compatible).
 pub const FINALIZER: &str = "core.spinkube.dev/finalizer";
@@ -63,6 +67,7 @@ pub fn error_policy(executor: Arc<SpinAppExecutor>, error: &Error, ctx: Arc<Cont
 }
 
 async fn apply(executor: &SpinAppExecutor, ctx: &Context) -> Result<Action, Error> {
+    ensure_ca_bundle(executor, ctx).await?;
     let condition = match executor
         .spec
         .deployment_config
@@ -147,6 +152,63 @@ async fn apply(executor: &SpinAppExecutor, ctx: &Context) -> Result<Action, Erro
             source,
         })?;
     Ok(Action::requeue(ctx.config.resync_interval))
+}
+
+/// `installDefaultCACerts`: create the CA Secret the executor's apps mount
+/// (`caCertSecret`, default `spin-ca`) when it is missing. An existing Secret of
+/// that name is never touched: it may be the user's own bundle, or one made by
+/// another executor in the namespace.
+async fn ensure_ca_bundle(executor: &SpinAppExecutor, ctx: &Context) -> Result<(), Error> {
+    let Some(config) = executor.spec.deployment_config.as_ref() else {
+        return Ok(());
+    };
+    if config.install_default_ca_certs != Some(true) {
+        return Ok(());
+    }
+    let name = match config.ca_cert_secret.as_deref() {
+        Some(n) if !n.is_empty() => n,
+        _ => DEFAULT_CA_SECRET,
+    };
+    let ns = executor.namespace().unwrap_or_default();
+    let api: Api<Secret> = ctx.api(&ns);
+    // Metadata only: the values are not needed to know it exists.
+    let existing = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("reading Secret {ns}/{name}"),
+            source,
+        })?;
+    if existing.is_some() {
+        return Ok(());
+    }
+    let secret = ca_bundle_secret(&ns, name, &executor.name_any(), &mozilla_ca_bundle());
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    match api.create(&params, &secret).await {
+        Ok(_) => {
+            ctx.publish(
+                &executor.object_ref(&()),
+                EventType::Normal,
+                "CABundleCreated",
+                format!(
+                    "created Secret {name} with {} Mozilla root certificates (installDefaultCACerts); apps mount it at /etc/ssl/certs/ca-certificates.crt",
+                    webpki_root_certs::TLS_SERVER_ROOT_CERTS.len()
+                ),
+                None,
+            )
+            .await;
+            Ok(())
+        }
+        // Someone created it between the read and the write: theirs stays.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            what: format!("creating CA Secret {ns}/{name}"),
+            source,
+        }),
+    }
 }
 
 /// Allow deletion only when no SpinApp in the namespace names the executor.

@@ -4,6 +4,7 @@
 //! Every object carries name, namespace, Spindle's labels and a controller
 //! owner reference; k8s-openapi adds `apiVersion` and `kind` when serializing.
 
+pub mod ca_bundle;
 pub mod deployment;
 pub mod labels;
 pub mod secret;
