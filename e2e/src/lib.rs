@@ -265,6 +265,19 @@ async fn delete_namespace(client: &Client, name: &str) {
         eprintln!("keeping test namespace {name}");
         return;
     }
+    // The test's operator is gone by now, so nothing would remove the executors'
+    // finalizer and the namespace would stay Terminating for ever.
+    let executors: Api<spindle::api::SpinAppExecutor> = Api::namespaced(client.clone(), name);
+    if let Ok(list) = executors.list_metadata(&Default::default()).await {
+        let strip = serde_json::json!({"metadata": {"finalizers": null}});
+        for e in list.items {
+            if let Some(n) = e.metadata.name {
+                let _ = executors
+                    .patch(&n, &PatchParams::default(), &Patch::Merge(&strip))
+                    .await;
+            }
+        }
+    }
     if let Err(e) = Api::<Namespace>::all(client.clone())
         .delete(name, &DeleteParams::background())
         .await
