@@ -87,6 +87,19 @@ count_cargo() {
   total_failed=$((total_failed + f))
 }
 
+# The OCI tests publish the built guest apps with `spindle push` (e2e/tests/oci.rs); with
+# SPINDLE_TEST_GUESTS=1 they must run, so build the guests first (incremental: seconds when
+# nothing changed). Otherwise the test uses what is already built, or skips saying why.
+export SPINDLE_GUEST_DIST=${SPINDLE_GUEST_DIST:-$repo/guest-apps/target/dist}
+if [[ ${SPINDLE_TEST_GUESTS:-auto} == 1 ]]; then
+  begin "guest apps (build-guests.sh)"
+  if ! "$here/scripts/build-guests.sh"; then
+    failed=1
+    echo "test: build-guests.sh failed; the guest publishing test will fail" >&2
+  fi
+  end "build guests"
+fi
+
 begin "cargo test $*"
 # --no-fail-fast: one failing test binary must not hide the others' results.
 if ! cargo test --no-fail-fast "$@" 2>&1 | tee "$log_dir/cargo.log"; then failed=1; fi

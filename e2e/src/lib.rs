@@ -14,6 +14,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod registry;
+
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;

@@ -2,218 +2,28 @@
 //! distribution 2.8, Debian package `docker-registry`) on 127.0.0.1: one
 //! anonymous, one with htpasswd basic auth. Each test starts its own
 //! registry processes on free ports with a generated config, and kills them
-//! (by their own PID) when done. No kube cluster is needed, except by
+//! (by their own PID) when done (harness: `spindle_e2e::registry`). No kube cluster is needed, except by
 //! [`controller_pins_images_and_rejects_non_spin_apps`] (the controller,
 //! in process, with a resolver; needs `SPINDLE_TEST_KUBECONFIG` like the
 //! other cluster tests).
 //!
 //! Install: `apt-get install -y docker-registry apache2-utils`.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use spindle::oci::format::{self, Platform};
-use spindle::oci::push::{self, Artifact, Blob};
+use spindle::oci::push::{self, Artifact};
 use spindle::oci::{
     Credentials, ImageFormat, ImageRef, Keyring, PlainHttp, Resolver, ResolverConfig,
 };
-
-const USER: &str = "spindle";
-const PASSWORD: &str = "s3cret-registry-password";
-
-// ---------------------------------------------------------------------------
-// Registry harness
-
-/// A `docker-registry` process we started. Dropping it kills that PID.
-struct Registry {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    auth: bool,
-}
-
-fn registry_binary() -> PathBuf {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/bin", "/usr/local/bin"])
-    {
-        let p = Path::new(dir).join("docker-registry");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "the `docker-registry` binary (CNCF distribution 2.8) is not installed; these tests need a real registry.\n\
-         Install it with: apt-get update && apt-get install -y docker-registry apache2-utils"
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-impl Registry {
-    async fn start(auth: bool) -> Registry {
-        let dir = std::env::temp_dir().join(format!(
-            "spindle-oci-registry-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let mut reg = Registry {
-            child: None,
-            port: free_port(),
-            dir,
-            auth,
-        };
-        reg.write_config();
-        reg.spawn().await;
-        reg
-    }
-
-    fn write_config(&self) {
-        let mut auth = String::new();
-        if self.auth {
-            // distribution accepts bcrypt entries only: `htpasswd -B`.
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", USER, PASSWORD])
-                .output()
-                .expect("htpasswd (apache2-utils) is needed: apt-get install -y apache2-utils");
-            assert!(out.status.success(), "htpasswd failed");
-            std::fs::write(self.dir.join("htpasswd"), out.stdout).unwrap();
-            auth = format!(
-                "auth:\n  htpasswd:\n    realm: spindle-test\n    path: {}\n",
-                self.dir.join("htpasswd").display()
-            );
-        }
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n{auth}",
-            self.dir.join("data").display(),
-            self.port
-        );
-        std::fs::write(self.dir.join("config.yml"), config).unwrap();
-    }
-
-    async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("registry.log"))
-            .unwrap();
-        let child = Command::new(registry_binary())
-            .arg("serve")
-            .arg(self.dir.join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting docker-registry");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("docker-registry exited ({status}): {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "registry did not listen on {}: {}",
-                self.port,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Kill our registry process (by its PID) and wait for it.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start again on the same port with the same storage.
-    async fn restart(&mut self) {
-        self.stop();
-        self.spawn().await;
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn image(&self, repo_tag: &str) -> String {
-        format!("{}/{repo_tag}", self.host())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
-    }
-
-    /// HTTP requests the registry served so far, from its access log.
-    fn requests(&self) -> usize {
-        self.log()
-            .lines()
-            .filter(|l| {
-                [
-                    "\"GET /v2/",
-                    "\"HEAD /v2/",
-                    "\"PUT /v2/",
-                    "\"POST /v2/",
-                    "\"PATCH /v2/",
-                ]
-                .iter()
-                .any(|m| l.contains(m))
-            })
-            .count()
-    }
-
-    fn credentials(&self) -> Credentials {
-        if self.auth {
-            Credentials::basic(USER, PASSWORD)
-        } else {
-            Credentials::Anonymous
-        }
-    }
-
-    async fn push(&self, repo_tag: &str, artifact: &Artifact) -> String {
-        let r = ImageRef::parse(&self.image(repo_tag)).unwrap();
-        push::push(&r, artifact, &self.credentials(), PlainHttp::LoopbackOnly)
-            .await
-            .unwrap_or_else(|e| panic!("push {repo_tag}: {e}"))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use spindle_e2e::registry::{PASSWORD, Registry, USER, linux_image, plain_image};
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -267,36 +77,6 @@ fn spin_artifact(name: &str) -> Artifact {
     let a = push::spin_artifact(&app, Some("2026-01-01T00:00:00Z"));
     let _ = std::fs::remove_dir_all(dir);
     a
-}
-
-fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, *data).unwrap();
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&b.into_inner().unwrap()).unwrap();
-    gz.finish().unwrap()
-}
-
-/// A plain image: OCI config with `os`/`architecture`, one tar+gzip layer.
-fn plain_image(os: &str, arch: &str, files: &[(&str, &[u8])]) -> Artifact {
-    let layer = Blob::new(format::OCI_LAYER_TAR_GZIP, tar_gz(files));
-    let config = serde_json::json!({
-        "os": os,
-        "architecture": arch,
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": []},
-    });
-    let config = Blob::new(
-        format::OCI_IMAGE_CONFIG,
-        serde_json::to_vec(&config).unwrap(),
-    );
-    Artifact::image(config, vec![layer], BTreeMap::new())
 }
 
 fn resolver() -> Resolver {
@@ -421,7 +201,7 @@ async fn every_format_resolves_to_the_pushed_digest() {
     );
 
     // 4. A Linux container image: NotASpinApp naming media types and platform.
-    let linux = plain_image("linux", "amd64", &[("bin/sh", b"#!ELF")]);
+    let linux = linux_image();
     let linux_digest = reg.push("images/linux:v1", &linux).await;
     let e = res
         .resolve(&reg.image("images/linux:v1"), &none, None)
@@ -712,25 +492,16 @@ async fn concurrent_resolves_share_registry_round_trips() {
 // ---------------------------------------------------------------------------
 // The controller with a resolver (needs the test cluster)
 
-/// The SpinApp controller, in process, with image resolution on: the
-/// Deployment runs the digest-pinned image and the status reports it; a
-/// Linux image gives `ImageResolved=False` (NotASpinApp) and no Deployment.
-#[tokio::test]
-async fn controller_pins_images_and_rejects_non_spin_apps() {
-    use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use spindle::api::SpinApp;
+use spindle_e2e::{TestNamespace, wait_for};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The RuntimeClass and the `containerd-shim-spin` executor the apps use.
+async fn shim_executor(ns: &TestNamespace) {
     use k8s_openapi::api::node::v1::RuntimeClass;
-    use kube::Api;
-    use spindle::api::SpinApp;
-    use spindle_e2e::{TestNamespace, wait_for};
-
-    const TIMEOUT: Duration = Duration::from_secs(60);
-    let reg = Registry::start(false).await;
-    let component = push::component_artifact(component_wasm(), None);
-    let digest = reg.push("apps/one:v1", &component).await;
-    let linux = plain_image("linux", "amd64", &[("bin/sh", b"#!ELF")]);
-    reg.push("images/linux:v1", &linux).await;
-
-    let ns = TestNamespace::new().await;
     let rcs: Api<RuntimeClass> = Api::all(ns.client.clone());
     if rcs.get_opt("wasmtime-spin-v2").await.unwrap().is_none() {
         let rc: RuntimeClass = serde_json::from_value(
@@ -743,15 +514,85 @@ async fn controller_pins_images_and_rejects_non_spin_apps() {
             Err(e) => panic!("creating the RuntimeClass: {e}"),
         }
     }
-    ns.apply_yaml(&format!(
+    ns.apply_yaml(
         r#"
 apiVersion: core.spinkube.dev/v1alpha1
 kind: SpinAppExecutor
-metadata: {{name: containerd-shim-spin}}
+metadata: {name: containerd-shim-spin}
 spec:
   createDeployment: true
-  deploymentConfig: {{runtimeClassName: wasmtime-spin-v2}}
----
+  deploymentConfig: {runtimeClassName: wasmtime-spin-v2}
+"#,
+    )
+    .await
+    .expect("applying the executor");
+}
+
+/// The SpinApp controller, in process, scoped to one namespace, with `resolver`.
+struct InProcessController {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessController {
+    fn start(ns: &TestNamespace, resolver: Resolver) -> Self {
+        let config = spindle::controller::Config {
+            namespace: Some(ns.name.clone()),
+            instance: Some(format!("test-{}", ns.name)),
+            resolver: Some(Arc::new(resolver)),
+            ..Default::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(spindle::controller::run_until(
+            ns.client.clone(),
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Whether the app has a condition `ImageResolved` with this status and reason.
+fn image_condition(app: &SpinApp, status: &str, reason: &str) -> bool {
+    app.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "ImageResolved" && c.status == status && c.reason == reason)
+    })
+}
+
+fn container_image(d: &Deployment) -> Option<String> {
+    d.spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
+}
+
+/// The SpinApp controller, in process, with image resolution on: the
+/// Deployment runs the digest-pinned image and the status reports it; a
+/// Linux image gives `ImageResolved=False` (NotASpinApp) and no Deployment.
+#[tokio::test]
+async fn controller_pins_images_and_rejects_non_spin_apps() {
+    let reg = Registry::start(false).await;
+    let component = push::component_artifact(component_wasm(), None);
+    let digest = reg.push("apps/one:v1", &component).await;
+    reg.push("images/linux:v1", &linux_image()).await;
+
+    let ns = TestNamespace::new().await;
+    shim_executor(&ns).await;
+    ns.apply_yaml(&format!(
+        r#"
 apiVersion: core.spinkube.dev/v1alpha1
 kind: SpinApp
 metadata: {{name: good}}
@@ -767,23 +608,7 @@ spec: {{image: "{linux}", executor: containerd-shim-spin, replicas: 1}}
     ))
     .await
     .expect("applying the fixtures");
-
-    let readiness = spindle::http::Readiness::default();
-    let config = spindle::controller::Config {
-        namespace: Some(ns.name.clone()),
-        readiness: readiness.clone(),
-        instance: Some(format!("test-{}", ns.name)),
-        resolver: Some(Arc::new(resolver())),
-        ..Default::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(spindle::controller::run_until(
-        ns.client.clone(),
-        config,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let operator = InProcessController::start(&ns, resolver());
 
     let pinned = format!("{}:v1@{digest}", reg.image("apps/one"));
     let deployments: Api<Deployment> = ns.api();
@@ -792,20 +617,12 @@ spec: {{image: "{linux}", executor: containerd-shim-spin, replicas: 1}}
     })
     .await
     .unwrap();
-    let containers = &deployment.spec.template.spec.unwrap().containers;
-    assert_eq!(containers[0].image.as_deref(), Some(pinned.as_str()));
+    assert_eq!(container_image(&deployment), Some(pinned.clone()));
 
     let apps: Api<SpinApp> = ns.api();
-    let condition = |app: &SpinApp, status: &str, reason: &str| {
-        app.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "ImageResolved" && c.status == status && c.reason == reason)
-        })
-    };
     let good = wait_for("good: ImageResolved=True", TIMEOUT, || async {
         let app = apps.get("good").await.ok()?;
-        condition(&app, "True", "WasmComponent").then_some(app)
+        image_condition(&app, "True", "WasmComponent").then_some(app)
     })
     .await
     .unwrap();
@@ -818,7 +635,7 @@ spec: {{image: "{linux}", executor: containerd-shim-spin, replicas: 1}}
         TIMEOUT,
         || async {
             let app = apps.get("linux").await.ok()?;
-            condition(&app, "False", "NotASpinApp").then_some(app)
+            image_condition(&app, "False", "NotASpinApp").then_some(app)
         },
     )
     .await
@@ -834,7 +651,541 @@ spec: {{image: "{linux}", executor: containerd-shim-spin, replicas: 1}}
     );
     assert!(deployments.get_opt("linux").await.unwrap().is_none());
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    operator.stop().await;
     ns.cleanup().await;
+}
+
+/// Issue #4's outage path through the controller: an app whose tag is
+/// re-resolved every 10 s (annotation) is rolled out pinned to a digest;
+/// the registry is stopped; the controller's own re-resolve (nothing about
+/// the app changes) reports `ImageResolved=False RegistryUnavailable` with a
+/// Warning event while the Deployment stays exactly as it was (same digest,
+/// same generation, same replicas); the registry comes back on the same port
+/// with the same storage and the app recovers to `ImageResolved=True` on the
+/// same digest, still without touching the Deployment.
+#[tokio::test]
+async fn controller_keeps_the_app_running_through_a_registry_outage() {
+    use k8s_openapi::api::events::v1::Event;
+
+    let mut reg = Registry::start(false).await;
+    let digest = reg
+        .push(
+            "outage/app:v1",
+            &push::component_artifact(component_wasm(), None),
+        )
+        .await;
+    let pinned = format!("{}:v1@{digest}", reg.image("outage/app"));
+
+    let ns = TestNamespace::new().await;
+    shim_executor(&ns).await;
+    ns.apply_yaml(&format!(
+        r#"
+apiVersion: core.spinkube.dev/v1alpha1
+kind: SpinApp
+metadata:
+  name: app
+  annotations: {{spindle.spinkube.dev/image-refresh-interval: "10s"}}
+spec: {{image: "{image}", executor: containerd-shim-spin, replicas: 2}}
+"#,
+        image = reg.image("outage/app:v1"),
+    ))
+    .await
+    .expect("applying the app");
+    let operator = InProcessController::start(&ns, resolver());
+
+    let apps: Api<SpinApp> = ns.api();
+    let deployments: Api<Deployment> = ns.api();
+    wait_for("app: ImageResolved=True", TIMEOUT, || async {
+        let app = apps.get("app").await.ok()?;
+        image_condition(&app, "True", "WasmComponent").then_some(())
+    })
+    .await
+    .unwrap();
+    let before = wait_for("the app's Deployment, pinned", TIMEOUT, || async {
+        let d = deployments.get_opt("app").await.ok()??;
+        (container_image(&d).as_deref() == Some(pinned.as_str())).then_some(d)
+    })
+    .await
+    .unwrap();
+    let generation = before.metadata.generation;
+
+    let is_outage_manifest = |l: &str| l.contains(" /v2/outage/app/manifests/");
+    let manifest_requests = reg.requests_matching(is_outage_manifest);
+
+    // Outage. Nothing about the app changes: the re-resolve is the
+    // controller's own, on the annotation's interval.
+    reg.stop();
+    let stopped_at = std::time::Instant::now();
+    let stale = wait_for(
+        "app: ImageResolved=False RegistryUnavailable",
+        Duration::from_secs(90),
+        || async {
+            let app = apps.get("app").await.ok()?;
+            image_condition(&app, "False", "RegistryUnavailable").then_some(app)
+        },
+    )
+    .await
+    .unwrap();
+    let noticed = stopped_at.elapsed();
+    println!(
+        "registry outage noticed {:.1}s after the stop (refresh interval 10s)",
+        noticed.as_secs_f32()
+    );
+    // The controller requeues the app on its refresh interval; without that
+    // only unrelated events (or the hourly resync) would bring a re-resolve.
+    assert!(
+        noticed < Duration::from_secs(30),
+        "the outage was noticed only after {noticed:?}, not on the 10s refresh interval"
+    );
+    let status = stale.status.unwrap();
+    assert_eq!(status.resolved_image.as_deref(), Some(pinned.as_str()));
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ImageResolved")
+        .unwrap();
+    assert!(
+        condition.message.contains(&reg.host())
+            && condition
+                .message
+                .contains(&format!("still running {pinned}")),
+        "{condition:?}"
+    );
+    let events: Api<Event> = ns.api();
+    let warning = wait_for(
+        "a Warning event RegistryUnavailable about the app",
+        TIMEOUT,
+        || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("RegistryUnavailable")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("app")
+            })
+        },
+    )
+    .await
+    .unwrap();
+    println!("event: {:?}", warning.note);
+
+    // The app is not taken down: the Deployment is untouched, for a while.
+    for _ in 0..3 {
+        let d = deployments.get("app").await.unwrap();
+        assert_eq!(container_image(&d), Some(pinned.clone()));
+        assert_eq!(
+            d.metadata.generation, generation,
+            "the Deployment was changed"
+        );
+        assert_eq!(d.spec.replicas, Some(2));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // Recovery: same port, same storage.
+    reg.restart().await;
+    let recovered = wait_for(
+        "app: ImageResolved=True again",
+        Duration::from_secs(90),
+        || async {
+            let app = apps.get("app").await.ok()?;
+            image_condition(&app, "True", "WasmComponent").then_some(app)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        recovered.status.unwrap().resolved_image.as_deref(),
+        Some(pinned.as_str())
+    );
+    let d = deployments.get("app").await.unwrap();
+    assert_eq!(container_image(&d), Some(pinned.clone()));
+    assert_eq!(d.metadata.generation, generation);
+    let manifest_requests = reg.requests_matching(is_outage_manifest) - manifest_requests;
+    println!("registry manifest requests after the restart: {manifest_requests}");
+    assert!(
+        manifest_requests >= 1,
+        "the recovery was not a registry round trip"
+    );
+
+    operator.stop().await;
+    ns.cleanup().await;
+}
+
+/// The cache through the controller: 100 SpinApps on one tag are resolved
+/// with a bounded number of registry requests (counted from the registry's
+/// access log), and every one runs the same pinned digest.
+#[tokio::test]
+async fn controller_resolves_100_apps_on_one_tag_with_few_registry_requests() {
+    const APPS: usize = 100;
+    let reg = Registry::start(false).await;
+    let digest = reg
+        .push(
+            "shared/app:v1",
+            &push::component_artifact(component_wasm(), None),
+        )
+        .await;
+    let pinned = format!("{}:v1@{digest}", reg.image("shared/app"));
+    let ns = TestNamespace::new().await;
+    shim_executor(&ns).await;
+    let manifests: Vec<String> = (0..APPS)
+        .map(|i| {
+            format!(
+                "apiVersion: core.spinkube.dev/v1alpha1\nkind: SpinApp\nmetadata: {{name: app-{i:03}}}\n\
+                 spec: {{image: \"{}\", executor: containerd-shim-spin, replicas: 0}}\n",
+                reg.image("shared/app:v1")
+            )
+        })
+        .collect();
+    ns.apply_yaml(&manifests.join("---\n"))
+        .await
+        .expect("applying the apps");
+    settle().await;
+    let is_manifest = |l: &str| l.contains(" /v2/shared/app/manifests/");
+    let (before, manifests_before) = (reg.requests(), reg.requests_matching(is_manifest));
+
+    let started = std::time::Instant::now();
+    let operator = InProcessController::start(&ns, Resolver::default());
+    let apps: Api<SpinApp> = ns.api();
+    wait_for(
+        "all 100 apps ImageResolved=True",
+        Duration::from_secs(180),
+        || async {
+            let list = apps.list(&Default::default()).await.ok()?;
+            let done = list
+                .items
+                .iter()
+                .filter(|a| {
+                    image_condition(a, "True", "WasmComponent")
+                        && a.status.as_ref().and_then(|s| s.resolved_image.as_deref())
+                            == Some(pinned.as_str())
+                })
+                .count();
+            (done == APPS).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    settle().await;
+    let requests = reg.requests() - before;
+    let manifest_requests = reg.requests_matching(is_manifest) - manifests_before;
+    println!(
+        "controller: {APPS} SpinApps on one tag resolved in {:.1}s with {requests} registry requests \
+         ({manifest_requests} for the manifest)",
+        elapsed.as_secs_f32()
+    );
+    assert!(requests >= 1, "the registry was never asked");
+    assert!(
+        requests <= 4,
+        "{APPS} apps on one tag made {requests} registry requests"
+    );
+    let deployments: Api<Deployment> = ns.api();
+    let list = deployments.list(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), APPS);
+    assert!(
+        list.items
+            .iter()
+            .all(|d| container_image(d).as_deref() == Some(pinned.as_str()))
+    );
+    operator.stop().await;
+    ns.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------
+// Publishing the repo's own guest apps with the `spindle push` CLI (issue #5)
+
+/// `guest-apps/target/dist` (or `$SPINDLE_GUEST_DIST`) when it holds the
+/// built guests; `None` (the test is skipped with the reason printed) when
+/// they are absent, unless `SPINDLE_TEST_GUESTS=1` (CI), where absence fails.
+fn guest_dist() -> Option<PathBuf> {
+    const NEEDED: [&str; 3] = ["hello.wasm", "inference.wasm", "kv.wasm"];
+    let dist = std::env::var_os("SPINDLE_GUEST_DIST")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| spindle_e2e::repo_root().join("guest-apps/target/dist"));
+    let missing: Vec<&str> = NEEDED
+        .into_iter()
+        .filter(|f| !dist.join(f).is_file())
+        .collect();
+    if missing.is_empty() {
+        return Some(dist);
+    }
+    let why = format!(
+        "the built guest apps are missing in {} ({}); build them with e2e/scripts/build-guests.sh",
+        dist.display(),
+        missing.join(", ")
+    );
+    if std::env::var("SPINDLE_TEST_GUESTS").is_ok_and(|v| v == "1") {
+        panic!("SPINDLE_TEST_GUESTS=1 but {why} (e2e/scripts/test.sh does that first)");
+    }
+    // Straight to stderr: libtest's capture would hide a println! of a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED spindle_push_publishes_the_guest_apps: {why}; SPINDLE_TEST_GUESTS=1 makes this a failure"
+    );
+    None
+}
+
+/// The app directory to push: `guest-apps/<app>` when `dist` is the repo's
+/// (its spin.toml points at `../target/dist/`), else a copy of its spin.toml
+/// next to a `target/dist` holding `dist`'s wasm files.
+fn guest_app_dir(app: &str, dist: &std::path::Path, scratch: &std::path::Path) -> PathBuf {
+    let repo = spindle_e2e::repo_root();
+    let repo_dist = repo.join("guest-apps/target/dist");
+    if dist.canonicalize().ok() == repo_dist.canonicalize().ok() {
+        return repo.join("guest-apps").join(app);
+    }
+    let dir = scratch.join(app);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        repo.join("guest-apps").join(app).join("spin.toml"),
+        dir.join("spin.toml"),
+    )
+    .unwrap();
+    let copy = scratch.join("target/dist");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["hello.wasm", "inference.wasm", "kv.wasm"] {
+        std::fs::copy(dist.join(f), copy.join(f)).unwrap();
+    }
+    dir
+}
+
+/// Runs `spindle push <dir> <reference>`; returns what it printed (the
+/// reference pinned to the pushed digest).
+async fn spindle_push(dir: &std::path::Path, reference: &str) -> String {
+    let bin = spindle_e2e::spindle_bin();
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p spindle`",
+        bin.display()
+    );
+    let out = tokio::process::Command::new(&bin)
+        .arg("push")
+        .arg(dir)
+        .arg(reference)
+        .env("DOCKER_CONFIG", dir.join("no-docker-config"))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("running spindle push");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "spindle push {} {reference}: {}\n{stderr}",
+        dir.display(),
+        out.status
+    );
+    assert!(!stderr.contains("warning"), "spindle push warned: {stderr}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// What the registry holds for a pushed app: the manifest, the image
+/// config and the locked app, read back over the distribution API.
+struct Pushed {
+    manifest: format::ImageManifest,
+    config: serde_json::Value,
+    locked: serde_json::Value,
+}
+
+async fn read_back(reg: &Registry, repo: &str, digest: &str) -> Pushed {
+    let (code, body) = reg
+        .get(
+            &format!("/v2/{repo}/manifests/{digest}"),
+            format::OCI_MANIFEST,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(push::sha256_digest(&body), digest, "manifest digest");
+    let manifest: format::ImageManifest = serde_json::from_slice(&body).unwrap();
+    let blob = |d: String| async move {
+        let (code, body) = reg
+            .get(&format!("/v2/{repo}/blobs/{d}"), "*/*")
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "blob {d}");
+        assert_eq!(push::sha256_digest(&body), d, "blob digest");
+        body
+    };
+    let config = blob(manifest.config.digest.clone()).await;
+    let locked = manifest
+        .layers
+        .last()
+        .filter(|l| l.media_type == format::SPIN_LOCKED_APP)
+        .expect("the locked app is the last layer")
+        .digest
+        .clone();
+    let locked = blob(locked).await;
+    Pushed {
+        config: serde_json::from_slice(&config).unwrap(),
+        locked: serde_json::from_slice(&locked).unwrap(),
+        manifest,
+    }
+}
+
+/// The registry writes its access log line after the response: let it land.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// The repo's guest apps (`hello` with its `ai:inference/model` dependency,
+/// and `kv`), built by e2e/scripts/build-guests.sh, published with the real
+/// `spindle push` CLI to a loopback registry, then resolved by the
+/// operator's resolver: the Spin app format, the component layers (one per
+/// wasm, by digest), the locked app last, wired to those layers.
+#[tokio::test]
+async fn spindle_push_publishes_the_guest_apps() {
+    let Some(dist) = guest_dist() else { return };
+    let digest_of = |f: &str| push::sha256_digest(&std::fs::read(dist.join(f)).unwrap());
+    let scratch = std::env::temp_dir().join(format!("spindle-guest-push-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let reg = Registry::start(false).await;
+    let res = Resolver::default();
+    let none = Keyring::new();
+
+    // hello: hello.wasm + its dependency inference.wasm.
+    let before = reg.requests();
+    let printed = spindle_push(
+        &guest_app_dir("hello", &dist, &scratch),
+        &reg.image("spindle/hello:v1"),
+    )
+    .await;
+    settle().await;
+    let hello_requests = reg.requests() - before;
+    let before = reg.requests();
+    let r = res
+        .resolve(&reg.image("spindle/hello:v1"), &none, None)
+        .await
+        .unwrap();
+    settle().await;
+    let resolve_requests = reg.requests() - before;
+    println!(
+        "hello: pushed {printed} in {hello_requests} registry requests; resolved in {resolve_requests}"
+    );
+    assert_eq!(r.format, ImageFormat::SpinRegistryPush);
+    assert_eq!(r.image, printed, "the CLI prints the pinned reference");
+    let hello_digest = r.digest.clone();
+    let hello = read_back(&reg, "spindle/hello", &r.digest).await;
+    assert_eq!(
+        hello.manifest.media_type.as_deref(),
+        Some(format::OCI_MANIFEST)
+    );
+    assert_eq!(hello.manifest.config.media_type, format::OCI_IMAGE_CONFIG);
+    assert_eq!(
+        (&hello.config["os"], &hello.config["architecture"]),
+        (&serde_json::json!("wasip1"), &serde_json::json!("wasm"))
+    );
+    let media: Vec<(&str, &str)> = hello
+        .manifest
+        .layers
+        .iter()
+        .map(|l| (l.media_type.as_str(), l.digest.as_str()))
+        .collect();
+    let (hello_wasm, inference_wasm) = (digest_of("hello.wasm"), digest_of("inference.wasm"));
+    assert_eq!(
+        media[..2],
+        [
+            (format::WASM_LAYER, hello_wasm.as_str()),
+            (format::WASM_LAYER, inference_wasm.as_str())
+        ],
+        "{media:?}"
+    );
+    assert_eq!(
+        media.len(),
+        3,
+        "two wasm layers and the locked app: {media:?}"
+    );
+    assert_eq!(
+        hello.config["config"]["Labels"][format::LOCKED_APP_DIGEST_LABEL],
+        serde_json::json!(media[2].1)
+    );
+    let locked = &hello.locked;
+    assert_eq!(locked["metadata"]["name"], "hello");
+    assert_eq!(locked["triggers"][0]["trigger_type"], "http");
+    assert_eq!(locked["triggers"][0]["trigger_config"]["route"], "/...");
+    assert_eq!(locked["variables"]["inference_model"]["default"], "bigram");
+    let component = &locked["components"][0];
+    assert_eq!(component["id"], "hello");
+    assert_eq!(component["source"]["digest"], serde_json::json!(hello_wasm));
+    assert_eq!(component["source"]["content_type"], "application/wasm");
+    assert_eq!(
+        component["config"]["inference_model"],
+        "{{ inference_model }}"
+    );
+    let dep = &component["dependencies"]["ai:inference/model"];
+    assert_eq!(dep["source"]["digest"], serde_json::json!(inference_wasm));
+    assert_eq!(dep["inherit"], "All", "dependencies_inherit_configuration");
+
+    // kv: one component using the key-value store `default`.
+    let before = reg.requests();
+    let printed = spindle_push(
+        &guest_app_dir("kv", &dist, &scratch),
+        &reg.image("spindle/kv:v1"),
+    )
+    .await;
+    settle().await;
+    let kv_requests = reg.requests() - before;
+    let r = res
+        .resolve(&reg.image("spindle/kv:v1"), &none, None)
+        .await
+        .unwrap();
+    println!("kv: pushed {printed} in {kv_requests} registry requests");
+    assert_eq!(r.format, ImageFormat::SpinRegistryPush);
+    assert_eq!(r.image, printed);
+    let kv = read_back(&reg, "spindle/kv", &r.digest).await;
+    let media: Vec<(&str, &str)> = kv
+        .manifest
+        .layers
+        .iter()
+        .map(|l| (l.media_type.as_str(), l.digest.as_str()))
+        .collect();
+    let kv_wasm = digest_of("kv.wasm");
+    assert_eq!(media.len(), 2, "{media:?}");
+    assert_eq!(media[0], (format::WASM_LAYER, kv_wasm.as_str()));
+    let component = &kv.locked["components"][0];
+    assert_eq!(component["id"], "kv");
+    assert_eq!(component["source"]["digest"], serde_json::json!(kv_wasm));
+    assert_eq!(
+        component["metadata"]["key_value_stores"],
+        serde_json::json!(["default"])
+    );
+
+    // Pushing the same app again uploads no blob (HEAD says they exist) and
+    // gives the same layers.
+    let uploads = || reg.requests_matching(|l| l.contains("\"POST /v2/spindle/kv/blobs/uploads"));
+    let (before, uploads_before) = (reg.requests(), uploads());
+    spindle_push(
+        &guest_app_dir("kv", &dist, &scratch),
+        &reg.image("spindle/kv:v2"),
+    )
+    .await;
+    settle().await;
+    let again = reg.requests() - before;
+    println!(
+        "kv again: {again} registry requests, {} blob uploads",
+        uploads() - uploads_before
+    );
+    assert_eq!(uploads(), uploads_before, "blobs uploaded again");
+
+    // The samples reference these refs (on `localhost:5000`): with the host
+    // swapped for this registry's, each resolves to what was just pushed.
+    for (sample, repo, expected) in [
+        ("hello.yaml", "spindle/hello:v1", &hello_digest),
+        ("kv.yaml", "spindle/kv:v1", &r.digest),
+    ] {
+        let path = spindle_e2e::repo_root()
+            .join("guest-apps/samples")
+            .join(sample);
+        let app: SpinApp = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            app.spec.image,
+            format!("localhost:5000/{repo}"),
+            "{}",
+            path.display()
+        );
+        let image = app.spec.image.replace("localhost:5000", &reg.host());
+        let resolved = res.resolve(&image, &none, None).await.unwrap();
+        assert_eq!(&resolved.digest, expected, "{sample}");
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
 }

@@ -315,14 +315,20 @@ struct LocalOperator {
 
 impl LocalOperator {
     async fn start(namespace: &str) -> anyhow::Result<Self> {
+        Self::start_resolving(namespace, false).await
+    }
+
+    /// `resolve`: resolve images (s6 uses loopback registries, which are
+    /// reached over plain HTTP without further flags).
+    async fn start_resolving(namespace: &str, resolve: bool) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let child = tokio::process::Command::new(spindle_bin()?)
             .args(["run", "--namespace", namespace, "--leader-elect=false"])
-            // The scenario images (kind-registry:5000/...) are not reachable
-            // from here: pods get `spec.image` as written.
-            .arg("--resolve-images=false")
+            // Otherwise the scenario images (kind-registry:5000/...) are not
+            // reachable from here: pods get `spec.image` as written.
+            .arg(format!("--resolve-images={resolve}"))
             .args([
                 "--http-addr",
                 &format!("127.0.0.1:{port}"),
@@ -381,6 +387,12 @@ struct Env {
 
 impl Env {
     async fn new() -> anyhow::Result<Self> {
+        Self::create(false).await
+    }
+
+    /// `resolve_images`: the local operator resolves images (kind: no effect,
+    /// the in-cluster operator's settings come from up.sh).
+    async fn create(resolve_images: bool) -> anyhow::Result<Self> {
         let ns = TestNamespace::new().await;
         let cluster = Cluster::detect(&ns.client).await?;
         ensure_runtime_class(&ns.client, &cluster).await?;
@@ -393,7 +405,7 @@ impl Env {
         let operator = if cluster.kind {
             None
         } else {
-            Some(LocalOperator::start(&ns.name).await?)
+            Some(LocalOperator::start_resolving(&ns.name, resolve_images).await?)
         };
         Ok(Self {
             ns,
@@ -1208,37 +1220,99 @@ async fn wait_reason(env: &Env, app: &str, reason: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where scenario 6's images are: kind's registries (from up.sh, through
+/// SPINDLE_E2E_* variables) or two loopback registries started here.
+struct S6Images {
+    plain: String,
+    private: String,
+    user: String,
+    password: String,
+    /// The private image's digest, when this process pushed it.
+    private_digest: Option<String>,
+    /// Loopback registries started here; killed (by PID) on drop.
+    _registries: Vec<spindle_e2e::registry::Registry>,
+}
+
+impl S6Images {
+    fn kind() -> Self {
+        Self {
+            plain: env_or("SPINDLE_E2E_PLAIN_IMAGE", ""),
+            private: env_or("SPINDLE_E2E_PRIVATE_IMAGE", ""),
+            user: env_or("SPINDLE_E2E_PRIVATE_USER", ""),
+            password: env_or("SPINDLE_E2E_PRIVATE_PASSWORD", ""),
+            private_digest: None,
+            _registries: Vec::new(),
+        }
+    }
+
+    /// Two real registries (docker-registry) on 127.0.0.1: an anonymous one
+    /// with a Linux image, one with htpasswd auth with a Wasm component.
+    async fn local() -> Self {
+        use spindle::oci::push;
+        use spindle_e2e::registry::{self, Registry};
+        let anonymous = Registry::start(false).await;
+        let private = Registry::start(true).await;
+        anonymous
+            .push("library/linux:v1", &registry::linux_image())
+            .await;
+        let wasm = wat::parse_str("(component (core module (func (export \"run\"))))")
+            .expect("a valid component");
+        let digest = private
+            .push("spindle/private:v1", &push::component_artifact(wasm, None))
+            .await;
+        Self {
+            plain: anonymous.image("library/linux:v1"),
+            private: private.image("spindle/private:v1"),
+            user: registry::USER.into(),
+            password: registry::PASSWORD.into(),
+            private_digest: Some(digest),
+            _registries: vec![anonymous, private],
+        }
+    }
+}
+
 async fn s6_not_a_spin_app_and_private_registry() -> anyhow::Result<Outcome> {
     let client = spindle_e2e::client().await?;
     let cluster = Cluster::detect(&client).await?;
     if let Some(reason) = image_resolution_unavailable(&cluster).await? {
         return Ok(Outcome::Skipped(reason));
     }
-    if !cluster.kind {
-        // Not a pass: counted as skipped. Locally, e2e/tests/oci.rs runs the
-        // controller against real loopback registries (digest pinning,
-        // NotASpinApp without a Deployment); this scenario's own local
-        // registry harness is still to be written.
-        return Ok(Outcome::Skipped(
-            "needs the kind registries (SPINDLE_E2E_CLUSTER=kind); locally, e2e/tests/oci.rs covers \
-             digest pinning and NotASpinApp against real loopback registries, and the Unauthorized \
-             path through the controller is not yet run here"
-                .into(),
-        ));
-    }
-    let env = Env::new().await?;
-    env.apply_app("plain", &env_or("SPINDLE_E2E_PLAIN_IMAGE", ""), json!({}))
-        .await?;
-    wait_reason(&env, "plain", "NotASpinApp").await?;
-    let private = env_or("SPINDLE_E2E_PRIVATE_IMAGE", "");
-    env.apply_app("private", &private, json!({})).await?;
-    wait_reason(&env, "private", "Unauthorized").await?;
-    let registry = private.split('/').next().unwrap_or_default().to_owned();
-    let auth = format!(
-        "{}:{}",
-        env_or("SPINDLE_E2E_PRIVATE_USER", ""),
-        env_or("SPINDLE_E2E_PRIVATE_PASSWORD", "")
+    let images = if cluster.kind {
+        S6Images::kind()
+    } else {
+        S6Images::local().await
+    };
+    ensure!(
+        !images.plain.is_empty() && !images.private.is_empty(),
+        "SPINDLE_E2E_PLAIN_IMAGE / SPINDLE_E2E_PRIVATE_IMAGE are not set (see e2e/kind/up.sh)"
     );
+    let env = Env::create(true).await?;
+    let deployments: Api<Deployment> = env.ns.api();
+
+    // A Linux image: NotASpinApp, no pods, and no Deployment at all.
+    env.apply_app("plain", &images.plain, json!({})).await?;
+    wait_reason(&env, "plain", "NotASpinApp").await?;
+    ensure!(
+        deployments.get_opt("plain").await?.is_none(),
+        "a Deployment was made for a Linux image"
+    );
+
+    // A private image without a pull secret: Unauthorized, nothing rolled out.
+    env.apply_app("private", &images.private, json!({})).await?;
+    wait_reason(&env, "private", "Unauthorized").await?;
+    ensure!(
+        deployments.get_opt("private").await?.is_none(),
+        "a Deployment was made for an image the operator could not read"
+    );
+
+    // With the pull secret: resolved, pinned to the digest, rolled out.
+    let registry = images
+        .private
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let auth = format!("{}:{}", images.user, images.password);
     let config = json!({"auths": {registry: {"auth": base64_encode(auth.as_bytes())}}});
     env.ns
         .apply_yaml(&serde_json::to_string(
@@ -1249,11 +1323,46 @@ async fn s6_not_a_spin_app_and_private_registry() -> anyhow::Result<Outcome> {
         .await?;
     env.apply_app(
         "private",
-        &private,
+        &images.private,
         json!({"imagePullSecrets": [{"name": "registry-creds"}]}),
     )
     .await?;
-    env.wait_available("private", 1).await?;
+    let deployment = env.wait_available("private", 1).await?;
+    let image = deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    match &images.private_digest {
+        Some(digest) => ensure!(
+            image == format!("{}@{digest}", images.private),
+            "the Deployment runs {image}, not {}@{digest}",
+            images.private
+        ),
+        None => ensure!(
+            image.starts_with(&images.private) && image.contains("@sha256:"),
+            "the Deployment runs {image}, not {} pinned to a digest",
+            images.private
+        ),
+    }
+    let app = env.ns.api::<SpinApp>().get("private").await?;
+    let status = app.status.unwrap_or_default();
+    ensure!(
+        status.resolved_image.as_deref() == Some(image.as_str()),
+        "status.resolvedImage {:?} != the Deployment's {image}",
+        status.resolved_image
+    );
+    ensure!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "ImageResolved" && c.status == "True"),
+        "no ImageResolved=True: {:?}",
+        status.conditions
+    );
     env.finish().await;
     Ok(Outcome::Passed)
 }

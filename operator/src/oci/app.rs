@@ -13,6 +13,8 @@
 //!   outage never takes a running app down.
 //! - With no earlier digest, nothing is rolled out ([`ImageDecision::Failed`]).
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Secret;
 use tracing::warn;
 
@@ -115,6 +117,17 @@ pub fn image_from_status(app: &SpinApp) -> Option<AppImage> {
     })
 }
 
+/// How long a healthy app may wait before its next reconcile: `resync`,
+/// or the app's image refresh interval when that is shorter. Without this a
+/// tag with a refresh interval would only be re-resolved at the resync
+/// interval (an hour by default), whatever the annotation says.
+pub fn requeue_after(app: &SpinApp, resync: Duration) -> Duration {
+    match refresh_interval(app.metadata.annotations.as_ref()) {
+        Ok(Some(refresh)) => refresh.min(resync),
+        _ => resync,
+    }
+}
+
 /// Decide which image the app runs. `resolver` is `None` when resolution is
 /// disabled; `pull_secrets` are the app's `imagePullSecrets` that exist.
 pub async fn resolve_app_image(
@@ -178,6 +191,31 @@ mod tests {
             ..Default::default()
         });
         app
+    }
+
+    #[test]
+    fn refresh_interval_shortens_the_requeue() {
+        let hour = Duration::from_secs(3600);
+        let mut a = app("ghcr.io/a/b:1", None);
+        assert_eq!(requeue_after(&a, hour), hour);
+        let ann = |v: &str| {
+            Some(
+                [(
+                    super::super::IMAGE_REFRESH_INTERVAL_ANNOTATION.to_string(),
+                    v.to_string(),
+                )]
+                .into(),
+            )
+        };
+        a.metadata.annotations = ann("30s");
+        assert_eq!(requeue_after(&a, hour), Duration::from_secs(30));
+        assert_eq!(
+            requeue_after(&a, Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+        // Invalid or below the minimum: ignored, as resolve_app_image does.
+        a.metadata.annotations = ann("1s");
+        assert_eq!(requeue_after(&a, hour), hour);
     }
 
     #[tokio::test]
