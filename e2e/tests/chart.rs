@@ -296,8 +296,24 @@ fn kind_name(o: &Value) -> String {
     )
 }
 
+/// Whether an object belongs to the scale-to-zero activator (checked by
+/// the activator tests; the other tests look at the operator's objects).
+fn is_activator(o: &Value) -> bool {
+    o["metadata"]["labels"]["app.kubernetes.io/component"] == "activator"
+}
+
+/// The operator's objects of `kind` (the activator's are left out).
 fn find<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objs.iter().filter(|o| o["kind"] == kind).collect()
+    objs.iter()
+        .filter(|o| o["kind"] == kind && !is_activator(o))
+        .collect()
+}
+
+/// The activator's objects of `kind`.
+fn find_activator<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objs.iter()
+        .filter(|o| o["kind"] == kind && is_activator(o))
+        .collect()
 }
 
 fn one<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
@@ -430,15 +446,19 @@ fn helm_lint_is_clean_with_defaults_and_with_every_feature_on() {
 fn default_render_is_the_documented_set_with_a_hardened_pod() {
     let objs = render(&[]);
     let want: BTreeMap<String, usize> = [
-        ("ClusterRole", 1),
-        ("ClusterRoleBinding", 1),
+        // The operator's and the activator's.
+        ("ClusterRole", 2),
+        ("ClusterRoleBinding", 2),
         ("CustomResourceDefinition", repo_crds().len()),
-        ("Deployment", 1),
-        ("Pod", 1), // the helm test hook
-        ("Role", 1),
-        ("RoleBinding", 1),
-        ("Service", 1),
-        ("ServiceAccount", 1),
+        ("Deployment", 2),
+        ("Pod", 1),                 // the helm test hook
+        ("PodDisruptionBudget", 1), // the activator's (2 replicas)
+        // Leader election; the activator's demand Leases; the operator's
+        // read access to those Leases and to the activator's slices.
+        ("Role", 3),
+        ("RoleBinding", 3),
+        ("Service", 2),
+        ("ServiceAccount", 2),
     ]
     .into_iter()
     .map(|(k, n)| (k.to_string(), n))
@@ -518,7 +538,15 @@ fn default_render_is_the_documented_set_with_a_hardened_pod() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "SPINDLE_RESOLVE_IMAGES"]);
+    assert_eq!(
+        env,
+        [
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "SPINDLE_RESOLVE_IMAGES",
+            "SPINDLE_LEGACY_GROUP"
+        ]
+    );
     assert_eq!(
         c["env"][2]["value"], "true",
         "image resolution on by default"
@@ -892,6 +920,49 @@ fn rbac_is_least_privilege() {
     assert!(args_of(&scoped).contains(&"--namespace=apps".to_string()));
 }
 
+/// `crds.legacyGroup.enabled` (default true) installs the
+/// `core.spinoperator.dev` CRD with its RBAC rules and lets the operator
+/// reconcile it; `false` leaves out both and tells the operator.
+#[test]
+fn legacy_group_can_be_turned_off() {
+    let legacy_rules = |objs: &[Value]| -> usize {
+        find(objs, "ClusterRole")
+            .iter()
+            .flat_map(|r| r["rules"].as_array().unwrap())
+            .filter(|r| r["apiGroups"] == json!(["core.spinoperator.dev"]))
+            .count()
+    };
+    let env = |objs: &[Value]| {
+        operator_container(objs)["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "SPINDLE_LEGACY_GROUP")
+            .map(|e| e["value"].clone())
+    };
+    let legacy_crd = |objs: &[Value]| {
+        find(objs, "CustomResourceDefinition")
+            .iter()
+            .any(|c| c["metadata"]["name"] == "spinapps.core.spinoperator.dev")
+    };
+    let on = render(&[]);
+    assert!(legacy_crd(&on));
+    assert_eq!(
+        legacy_rules(&on),
+        3,
+        "spinapps, spinapps/status, spinapps/finalizers"
+    );
+    assert_eq!(env(&on), Some(json!("true")));
+    let off = render(&["--set", "crds.legacyGroup.enabled=false"]);
+    assert!(!legacy_crd(&off));
+    assert_eq!(
+        find(&off, "CustomResourceDefinition").len(),
+        repo_crds().len() - 1
+    );
+    assert_eq!(legacy_rules(&off), 0);
+    assert_eq!(env(&off), Some(json!("false")));
+}
+
 /// The default executor is a post-install hook (with the release's ownership
 /// metadata) while the SpinAppExecutor kind is unknown, and a plain release
 /// resource once it is known, so that Helm adopts the hook-made object.
@@ -1239,8 +1310,8 @@ fn lifecycle_on_a_fresh_control_plane() {
             "at '/image/pullPolicy': value must be one of",
         ),
         (
-            &["--set", "activator.enabled=true"],
-            "at '/activator/enabled'",
+            &["--set", "activator.portRange=20000"],
+            "at '/activator/portRange'",
         ),
         (
             &["--set", "replicaz=2"],
@@ -1904,6 +1975,17 @@ spec:
   image: "ghcr.io/example/hello@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
   executor: does-not-exist
   replicas: 1
+---
+apiVersion: core.spinoperator.dev/v1alpha1
+kind: SpinApp
+metadata: {name: legacy-article}
+spec:
+  image: "ghcr.io/example/hello@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+  executor: containerd-shim-spin
+  replicas: 1
+  runtime-config:
+    key_value_stores:
+      default: {type: redis, url: "redis://redis.apps:6379"}
 "#;
 
 /// Apps that must end with a ready Deployment: (name, replicas).
@@ -2258,6 +2340,26 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
         !cp.exists(&["deployment", "service-only", "-n", "apps"]),
         "createDeployment=false: no Deployment"
     );
+    // The legacy group: children owned by the legacy object (blockOwnerDeletion
+    // needs its finalizers right), status written back to it.
+    wait_until(
+        "legacy SpinApp legacy-article to converge",
+        Duration::from_secs(120),
+        || {
+            no_403_yet();
+            let out = cp.try_kubectl(&[
+                "get",
+                "spinapps.core.spinoperator.dev",
+                "legacy-article",
+                "-n",
+                "apps",
+                "-o",
+                "json",
+            ]);
+            let app: Value = serde_json::from_str(&out.stdout).ok()?;
+            (app["status"]["readyReplicas"].as_i64() == Some(1)).then_some(())
+        },
+    );
     wait_until(
         "SpinApp guarded-app to converge",
         Duration::from_secs(120),
@@ -2372,4 +2474,366 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
         holder, "spindle-rbac-test",
         "the Lease is released on shutdown: {lease}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// The scale-to-zero activator
+// ---------------------------------------------------------------------------
+
+fn rule_list(o: &Value) -> Vec<(Vec<String>, Vec<String>)> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    o["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| (strings(&r["resources"]), strings(&r["verbs"])))
+        .collect()
+}
+
+#[test]
+fn activator_is_installed_by_default_with_least_privilege_and_wired_to_the_operator() {
+    let objs = render(&[]);
+    let deployment = find_activator(&objs, "Deployment");
+    assert_eq!(deployment.len(), 1, "one activator Deployment");
+    let deployment = deployment[0];
+    assert_eq!(deployment["metadata"]["name"], "spindle-activator");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0,
+        "a rollout never drops below the wanted activators"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "spindle-activator");
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["image"],
+        operator_container(&objs)["image"],
+        "the operator's image"
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "activator");
+    for want in [
+        "--admin-addr=0.0.0.0:9090",
+        "--port-range=20000-29999",
+        "--max-pending-global=20000",
+    ] {
+        assert!(args.contains(&want), "{want} in {args:?}");
+    }
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert!(c["resources"]["limits"]["memory"].is_string());
+
+    // The Service the operator reads, selecting exactly the activator pods.
+    let service = find_activator(&objs, "Service");
+    assert_eq!(service.len(), 1);
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in service[0]["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "Service selector {k}");
+    }
+    assert_eq!(service[0]["spec"]["ports"][0]["port"], 9090);
+    let pdb = find_activator(&objs, "PodDisruptionBudget");
+    assert_eq!(pdb.len(), 1);
+    assert_eq!(pdb[0]["spec"]["minAvailable"], 1);
+
+    // The operator is told where the activators are.
+    let op_args = args_of(&objs);
+    for want in [
+        "--activator-namespace=spindle-system",
+        "--activator-service=spindle-activator",
+        "--activator-port-range=20000-29999",
+        "--activator-admin-port=9090",
+    ] {
+        assert!(op_args.contains(&want.to_string()), "{want} in {op_args:?}");
+    }
+
+    // RBAC: the activator reads Services and EndpointSlices and writes
+    // Leases in the release namespace only; nothing else.
+    let cr = find_activator(&objs, "ClusterRole");
+    assert_eq!(cr.len(), 1);
+    for (resources, verbs) in rule_list(cr[0]) {
+        assert!(
+            resources == ["services"] || resources == ["endpointslices"],
+            "{resources:?}"
+        );
+        assert_eq!(verbs, ["get", "list", "watch"], "read-only cluster-wide");
+    }
+    let roles = find_activator(&objs, "Role");
+    let role = |name: &str| {
+        *roles
+            .iter()
+            .find(|r| r["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("Role {name}"))
+    };
+    let leases = role("spindle-activator");
+    assert_eq!(leases["metadata"]["namespace"], "spindle-system");
+    assert_eq!(
+        rule_list(leases),
+        [(
+            vec!["leases".to_string()],
+            vec!["get".into(), "create".into(), "patch".into()]
+        )]
+    );
+    let operator_side = role("spindle-scale-to-zero");
+    assert_eq!(operator_side["metadata"]["namespace"], "spindle-system");
+    for (_, verbs) in rule_list(operator_side) {
+        assert_eq!(
+            verbs,
+            ["get", "list", "watch"],
+            "the operator only reads here"
+        );
+    }
+    let bindings: Vec<&Value> = find_activator(&objs, "RoleBinding")
+        .into_iter()
+        .chain(find_activator(&objs, "ClusterRoleBinding"))
+        .collect();
+    for b in bindings {
+        let want = if b["metadata"]["name"] == "spindle-scale-to-zero" {
+            "spindle"
+        } else {
+            "spindle-activator"
+        };
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": want, "namespace": "spindle-system"}]),
+            "{}",
+            kind_name(b)
+        );
+    }
+    // The operator writes the activator slices.
+    let operator_rules = rule_list(one(&objs, "ClusterRole"));
+    assert!(
+        operator_rules.iter().any(|(r, v)| r == &["endpointslices"]
+            && v.contains(&"patch".to_string())
+            && v.contains(&"delete".to_string())),
+        "{operator_rules:?}"
+    );
+
+    // Off: nothing of the activator, no flags for the operator.
+    let off = render(&["--set", "activator.enabled=false"]);
+    assert!(
+        off.iter().all(|o| !is_activator(o)),
+        "activator objects with activator.enabled=false"
+    );
+    assert!(!args_of(&off).iter().any(|a| a.starts_with("--activator-")));
+    // One replica: no PDB (it would block every drain).
+    let single = render(&["--set", "activator.replicas=1"]);
+    assert!(find_activator(&single, "PodDisruptionBudget").is_empty());
+}
+
+/// The chart's activator RBAC is sufficient: the real `spindle activator`,
+/// run with the chart Deployment's arguments while impersonating its
+/// ServiceAccount, syncs its routes from the Services, opens the app's port
+/// and writes the demand Lease for a held request, without a single 403.
+#[test]
+fn activator_with_chart_rbac_holds_a_request_and_signals_demand_without_a_403() {
+    let spindle = spindle_e2e::spindle_bin();
+    assert!(
+        spindle.is_file(),
+        "{} is missing: run `cargo build -p spindle`",
+        spindle.display()
+    );
+    let _serial = CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // Only the API is needed: no pod runs.
+    let cp = ControlPlane::start("activator-rbac", false);
+    let chart = chart_dir();
+    cp.kubectl(&["create", "namespace", "apps"]);
+    cp.helm(&[
+        "install",
+        "spindle",
+        chart.to_str().unwrap(),
+        "-n",
+        "spindle-system",
+        "--create-namespace",
+    ]);
+    let deployment = cp.json(&[
+        "get",
+        "deployment",
+        "spindle-activator",
+        "-n",
+        "spindle-system",
+    ]);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let admin = free_port();
+    let app_port = 29_950;
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .map(|a| {
+            if a.starts_with("--admin-addr=") {
+                format!("--admin-addr=127.0.0.1:{admin}")
+            } else if a.starts_with("--port-range=") {
+                // A narrow range: other tests may listen on 127.0.0.1 too.
+                format!("--port-range={app_port}-{app_port}")
+            } else {
+                a
+            }
+        })
+        .chain(["--listen-ip=127.0.0.1".to_string()])
+        .collect();
+
+    let sa = "system:serviceaccount:spindle-system:spindle-activator";
+    let mut kubeconfig: Value =
+        serde_json::from_str(&cp.kubectl(&["config", "view", "--raw", "-o", "json"])).unwrap();
+    kubeconfig["users"][0]["user"]["as"] = json!(sa);
+    kubeconfig["users"][0]["user"]["as-groups"] = json!([
+        "system:serviceaccounts",
+        "system:serviceaccounts:spindle-system",
+        "system:authenticated"
+    ]);
+    let impersonating = cp.state.join("kubeconfig-activator-sa");
+    std::fs::write(
+        &impersonating,
+        serde_json::to_string_pretty(&kubeconfig).unwrap(),
+    )
+    .unwrap();
+    let as_sa = |args: &[&str]| run(&kubectl_bin(), args, Some(&impersonating), None);
+    for (verb, resource, ns, expect) in [
+        ("watch", "services", "--all-namespaces", "yes"),
+        (
+            "watch",
+            "endpointslices.discovery.k8s.io",
+            "--all-namespaces",
+            "yes",
+        ),
+        ("create", "endpointslices.discovery.k8s.io", "-n=apps", "no"),
+        ("get", "secrets", "--all-namespaces", "no"),
+        ("list", "pods", "--all-namespaces", "no"),
+        (
+            "patch",
+            "leases.coordination.k8s.io",
+            "-n=spindle-system",
+            "yes",
+        ),
+        ("create", "leases.coordination.k8s.io", "-n=apps", "no"),
+    ] {
+        let out = as_sa(&["auth", "can-i", verb, resource, ns]);
+        assert_eq!(
+            out.stdout.trim(),
+            expect,
+            "activator can-i {verb} {resource} {ns}: {}",
+            out.stderr
+        );
+    }
+    // The operator's scale-to-zero rights, as its ServiceAccount.
+    for (verb, resource, ns) in [
+        ("patch", "endpointslices.discovery.k8s.io", "-n=apps"),
+        ("delete", "endpointslices.discovery.k8s.io", "-n=apps"),
+        ("patch", "deployments.apps/scale", "-n=apps"),
+        ("watch", "leases.coordination.k8s.io", "-n=spindle-system"),
+    ] {
+        let out = cp.try_kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            ns,
+            "--as=system:serviceaccount:spindle-system:spindle",
+        ]);
+        assert_eq!(
+            out.stdout.trim(),
+            "yes",
+            "operator can-i {verb} {resource} {ns}"
+        );
+    }
+
+    // An app Service as the operator writes it for a scale-to-zero app.
+    cp.kubectl_stdin(
+        &["apply", "-n", "apps", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: hello
+  labels: {{app.kubernetes.io/managed-by: spindle, core.spinkube.dev/app-name: hello}}
+  annotations: {{spindle.spinkube.dev/activator-port: "{app_port}", spindle.spinkube.dev/cold-start-timeout: "3000ms"}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+  selector: {{core.spinkube.dev/app-name: hello}}
+"#
+        ),
+    );
+    let forbidden_before = cp.forbidden_requests();
+    let log = cp.state.join("activator.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(&spindle)
+        .args(&args)
+        .env("KUBECONFIG", &impersonating)
+        .env("POD_NAME", "spindle-activator-test")
+        .env("POD_NAMESPACE", "spindle-system")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", spindle.display()));
+    let activator = Operator { child, log };
+    wait_until_or(
+        Duration::from_secs(60),
+        || (http_get(admin, "/readyz")?.0 == 200).then_some(()),
+        || format!("the activator's /readyz; log:\n{}", activator.log()),
+    );
+    // A request for the app: held (no pod), and demand is signalled.
+    let mut held = wait_until_or(
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(("127.0.0.1", app_port)).ok(),
+        || {
+            format!(
+                "the activator listening on {app_port}; log:\n{}",
+                activator.log()
+            )
+        },
+    );
+    held.write_all(b"GET / HTTP/1.1\r\nhost: hello\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let lease = wait_until_or(
+        Duration::from_secs(30),
+        || {
+            let out = cp.try_kubectl(&[
+                "get",
+                "lease",
+                "demand.apps.hello",
+                "-n",
+                "spindle-system",
+                "-o",
+                "json",
+            ]);
+            out.ok
+                .then(|| serde_json::from_str::<Value>(&out.stdout).ok())
+                .flatten()
+        },
+        || format!("the demand Lease; log:\n{}", activator.log()),
+    );
+    assert_eq!(lease["spec"]["holderIdentity"], "spindle-activator-test");
+    // The held request ends with 503 + Retry-After after the cold-start timeout.
+    held.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut held, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.to_lowercase().contains("retry-after"), "{answer}");
+
+    std::thread::sleep(Duration::from_secs(1));
+    let forbidden = cp.forbidden_requests() - forbidden_before;
+    let log_text = activator.log();
+    let denied: Vec<&str> = log_text.lines().filter(|l| mentions_403(l)).collect();
+    assert!(
+        forbidden == 0 && denied.is_empty(),
+        "the activator hit {forbidden} 403s with the chart's RBAC; log lines:\n{}\nfull log:\n{log_text}",
+        denied.join("\n")
+    );
+    let _ = activator.stop();
 }

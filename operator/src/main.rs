@@ -39,6 +39,15 @@ enum Command {
     /// Run the scale-to-zero activator: hold requests for apps at zero pods
     /// while they wake, then proxy them to the first pod that accepts.
     Activator(spindle::activator::run::ActivatorArgs),
+    /// Rewrite `core.spinoperator.dev` manifests (multi-document YAML) into
+    /// `core.spinkube.dev` ones: the apiVersion, the article's
+    /// `runtime-config` map into `runtimeConfig`. Other documents pass
+    /// unchanged. Prints to stdout.
+    Convert {
+        /// The manifests; `-` (the default) reads stdin.
+        #[arg(short = 'f', long = "filename", default_value = "-")]
+        file: PathBuf,
+    },
 }
 
 /// Flags of `spindle run`; every flag can also be set with the `SPINDLE_*`
@@ -119,6 +128,24 @@ struct RunArgs {
         value_delimiter = ','
     )]
     insecure_registries: Vec<String>,
+
+    /// Reconcile SpinApps of spin-operator's pre-v0.4 group
+    /// `core.spinoperator.dev` when its CRD is installed
+    /// (`--legacy-group=false` to turn off, e.g. when the chart does not
+    /// install that CRD).
+    #[arg(
+        long,
+        env = "SPINDLE_LEGACY_GROUP",
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    legacy_group: bool,
+
+    #[command(flatten)]
+    scale_to_zero: spindle::controller::scale_to_zero::Args,
 }
 
 #[tokio::main]
@@ -129,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Crd { out_dir } => print_crds(out_dir),
         Command::Push(args) => spindle::oci::push::run(args).await,
         Command::Activator(args) => spindle::activator::run::run(args).await,
+        Command::Convert { file } => convert(&file),
     }
 }
 
@@ -196,6 +224,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         instance: Some(identity.clone()),
+        legacy_group: args.legacy_group,
+        scale_to_zero: args.scale_to_zero.options(),
         resolver: args.resolve_images.then(|| {
             std::sync::Arc::new(spindle::oci::Resolver::new(spindle::oci::ResolverConfig {
                 insecure_registries: args.insecure_registries.clone(),
@@ -301,6 +331,22 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+fn convert(file: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut input = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("reading stdin")?;
+    } else {
+        input =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    }
+    let output = spindle::api::compat::convert_manifests(&input)?;
+    print!("{output}");
+    Ok(())
 }
 
 fn print_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {

@@ -405,6 +405,51 @@ pub fn set_image(
     }
 }
 
+/// Fill in scale to zero's part of `status` (built by [`build`]):
+/// `scaleToZero` (`None` clears it), and `Ready` while an app that was
+/// Ready wakes: it stays True (reason `Waking`) because its requests are
+/// held by the activator, so `kubectl wait --for=condition=Ready` and
+/// readiness-gated tooling do not flap on every wake.
+pub fn set_scale_to_zero(
+    status: &mut SpinAppStatus,
+    app: &SpinApp,
+    scale_to_zero: Option<crate::api::ScaleToZeroStatus>,
+    now: &Time,
+) {
+    let waking = scale_to_zero
+        .as_ref()
+        .is_some_and(|s| s.state.as_deref() == Some("Waking") && s.reason.is_none());
+    status.scale_to_zero = scale_to_zero;
+    let was_ready = condition(app.status.as_ref(), READY).is_some_and(|c| c.status == "True");
+    let rolling_out = condition(Some(status), READY)
+        .is_some_and(|c| c.status == "False" && c.reason == "RollingOut");
+    if waking && was_ready && rolling_out {
+        let previous = app
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        let mut conditions = Conditions {
+            previous,
+            generation: app.metadata.generation,
+            now,
+            out: std::mem::take(&mut status.conditions),
+        };
+        conditions.out.retain(|c| c.type_ != READY);
+        conditions.set(
+            READY,
+            "True",
+            "Waking",
+            "a pod is starting; requests are held by the activator meanwhile",
+        );
+        // Keep Ready first, where `build` puts it.
+        if let Some(ready) = conditions.out.pop() {
+            conditions.out.insert(0, ready);
+        }
+        status.conditions = conditions.out;
+    }
+}
+
 /// The condition of `type_` in a status, if any.
 pub fn condition<'a>(status: Option<&'a SpinAppStatus>, type_: &str) -> Option<&'a Condition> {
     status?.conditions.iter().find(|c| c.type_ == type_)
@@ -726,6 +771,67 @@ mod tests {
             Some("core.spinkube.dev/app-name=hello")
         );
         assert_eq!(status.service_name.as_deref(), Some("hello"));
+    }
+
+    #[test]
+    fn a_ready_app_that_wakes_stays_ready() {
+        use crate::api::ScaleToZeroStatus;
+        let waking = |reason: Option<&str>| ScaleToZeroStatus {
+            state: Some("Waking".into()),
+            reason: reason.map(Into::into),
+            ..Default::default()
+        };
+        // Idle (0 replicas) is Ready already; the wake starts a pod.
+        let idle = build(
+            &app(1, None),
+            &applied(),
+            Some(&deployment(1, 1, 0, 0, 0)),
+            &time(100),
+        );
+        let starting = deployment(2, 2, 1, 1, 0);
+        let mut status = build(
+            &app(1, Some(idle.clone())),
+            &applied(),
+            Some(&starting),
+            &time(200),
+        );
+        assert_eq!(get(&status, READY).status, "False");
+        set_scale_to_zero(
+            &mut status,
+            &app(1, Some(idle.clone())),
+            Some(waking(None)),
+            &time(200),
+        );
+        let ready = get(&status, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Waking")
+        );
+        assert_eq!(ready.last_transition_time, time(100), "no transition");
+        assert_eq!(status.conditions[0].type_, READY, "Ready stays first");
+        assert_eq!(status.scale_to_zero, Some(waking(None)));
+
+        // A brand-new app (never Ready) or one without an activator
+        // (a refusal) is not Ready until a pod is.
+        let mut fresh = build(&app(1, None), &applied(), Some(&starting), &time(200));
+        set_scale_to_zero(&mut fresh, &app(1, None), Some(waking(None)), &time(200));
+        assert_eq!(get(&fresh, READY).status, "False");
+        let mut alone = build(
+            &app(1, Some(idle.clone())),
+            &applied(),
+            Some(&starting),
+            &time(200),
+        );
+        set_scale_to_zero(
+            &mut alone,
+            &app(1, Some(idle)),
+            Some(waking(Some("ActivatorUnavailable"))),
+            &time(200),
+        );
+        assert_eq!(get(&alone, READY).status, "False");
+        // Off: the field is cleared.
+        set_scale_to_zero(&mut alone, &app(1, None), None, &time(200));
+        assert_eq!(alone.scale_to_zero, None);
     }
 
     #[test]

@@ -85,3 +85,32 @@ Deployment so that they run on every render.
 {{- fail "executor.create=true needs at least one namespace in executor.namespaces" }}
 {{- end }}
 {{- end }}
+
+{{/* Labels that select the activator pods; never change them across versions. */}}
+{{- define "spindle.activator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "spindle.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: activator
+{{- end }}
+
+{{/* Name of the activator's objects (its Service is what the operator reads). */}}
+{{- define "spindle.activator.fullname" -}}
+{{- printf "%s-activator" (include "spindle.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "spindle.activator.serviceAccountName" -}}
+{{- if .Values.activator.serviceAccount.create }}
+{{- default (include "spindle.activator.fullname" .) .Values.activator.serviceAccount.name }}
+{{- else }}
+{{- required "activator.serviceAccount.name is required when activator.serviceAccount.create is false" .Values.activator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* First and last port of activator.portRange ("first-last"). */}}
+{{- define "spindle.activator.ports" -}}
+{{- $r := splitList "-" .Values.activator.portRange }}
+{{- if or (ne (len $r) 2) (gt (int (index $r 0)) (int (index $r 1))) }}
+{{- fail "activator.portRange must be first-last with first <= last, e.g. 20000-29999" }}
+{{- end }}
+{{- index $r 0 }} {{ index $r 1 }}
+{{- end }}

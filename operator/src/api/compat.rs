@@ -175,6 +175,131 @@ fn split_table(
     Ok((type_, (!options.is_empty()).then_some(options)))
 }
 
+/// Why `spindle convert` cannot rewrite a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The input is not YAML.
+    #[error("reading the manifests: {0}")]
+    Parse(#[from] serde_saphyr::Error),
+    /// A document's `spec.runtime-config` does not have the article's shape.
+    #[error("document {index} ({name}): spec.runtime-config: {source}")]
+    Shape {
+        /// 1-based position in the stream.
+        index: usize,
+        /// `metadata.name`.
+        name: String,
+        /// What is wrong.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A document cannot be read as a canonical SpinApp.
+    #[error("document {index} ({name}): {source}")]
+    Conversion {
+        /// 1-based position in the stream.
+        index: usize,
+        /// `metadata.name`.
+        name: String,
+        /// What is wrong.
+        #[source]
+        source: ConversionError,
+    },
+    /// The result could not be written as YAML (a bug).
+    #[error("writing YAML: {0}")]
+    Serialize(#[from] serde_saphyr::SerializeError),
+}
+
+/// `spindle convert`: rewrite every `core.spinoperator.dev` document of a
+/// multi-document YAML stream (and the items of a `List`) into its
+/// `core.spinkube.dev` twin; other documents pass unchanged. Fields the
+/// apiserver sets (`status`, `uid`, `resourceVersion`, ...) are dropped, so
+/// the output of `kubectl get -o yaml` converts into something to apply.
+pub fn convert_manifests(yaml: &str) -> Result<String, ConvertError> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml)?;
+    let mut out = String::new();
+    for (i, doc) in docs.into_iter().filter(|d| !d.is_null()).enumerate() {
+        let doc = convert_document(doc, i + 1)?;
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&doc)?);
+    }
+    Ok(out)
+}
+
+fn convert_document(mut doc: Value, index: usize) -> Result<Value, ConvertError> {
+    if let Some(items) = doc.get_mut("items").and_then(Value::as_array_mut) {
+        for item in items.iter_mut() {
+            *item = convert_document(std::mem::take(item), index)?;
+        }
+        return Ok(doc);
+    }
+    let legacy_version = format!("{LEGACY_GROUP}/v1alpha1");
+    if doc.get("apiVersion").and_then(Value::as_str) != Some(legacy_version.as_str()) {
+        return Ok(doc);
+    }
+    doc["apiVersion"] = json!(format!("{}/v1alpha1", super::GROUP));
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_owned();
+    if let Some(obj) = doc.as_object_mut() {
+        obj.remove("status");
+    }
+    if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in [
+            "uid",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "managedFields",
+            "selfLink",
+        ] {
+            meta.remove(field);
+        }
+        if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            // It holds the old apiVersion; kubectl writes a new one on apply.
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+    let is_app = doc.get("kind").and_then(Value::as_str) == Some("SpinApp");
+    let Some(spec) = doc.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(doc);
+    };
+    let Some(article) = spec.remove("runtime-config").filter(|_| is_app) else {
+        return Ok(doc);
+    };
+    let article: ArticleRuntimeConfig =
+        serde_json::from_value(article).map_err(|source| ConvertError::Shape {
+            index,
+            name: name.clone(),
+            source,
+        })?;
+    if spec.contains_key("runtimeConfig") {
+        return Err(ConvertError::Conversion {
+            index,
+            name,
+            source: ConversionError::BothRuntimeConfigForms,
+        });
+    }
+    let converted = LegacySpinAppSpec {
+        canonical: SpinAppSpec::default(),
+        article_runtime_config: Some(article),
+    }
+    .to_canonical()
+    .map_err(|source| ConvertError::Conversion {
+        index,
+        name: name.clone(),
+        source,
+    })?;
+    let runtime_config =
+        serde_json::to_value(converted.runtime_config).map_err(|source| ConvertError::Shape {
+            index,
+            name,
+            source,
+        })?;
+    spec.insert("runtimeConfig".into(), runtime_config);
+    Ok(doc)
+}
+
 /// The legacy CRD: the canonical schema (so every rule and message is the
 /// same), in the old group, plus the article's `runtime-config` field.
 pub fn legacy_crd() -> CustomResourceDefinition {
@@ -325,6 +450,43 @@ spec:
             legacy.spec.to_canonical(),
             Err(ConversionError::NonScalarOption { .. })
         ));
+    }
+
+    #[test]
+    fn convert_rewrites_legacy_documents_and_keeps_others() {
+        let input = format!(
+            "{ARTICLE}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n---\n\
+             apiVersion: core.spinoperator.dev/v1alpha1\nkind: SpinApp\n\
+             metadata: {{name: b, uid: u1, resourceVersion: '7'}}\n\
+             spec: {{image: 'x:1', executor: e}}\nstatus: {{readyReplicas: 1}}\n"
+        );
+        let out = convert_manifests(&input).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
+        assert_eq!(docs.len(), 3);
+        let app: SpinApp = serde_json::from_value(docs[0].clone()).unwrap();
+        let legacy: LegacySpinApp = serde_saphyr::from_str(ARTICLE).unwrap();
+        assert_eq!(app.spec, legacy.to_canonical().unwrap().spec);
+        assert_eq!(docs[0]["apiVersion"], "core.spinkube.dev/v1alpha1");
+        assert_eq!(docs[1]["kind"], "ConfigMap");
+        assert_eq!(docs[2]["apiVersion"], "core.spinkube.dev/v1alpha1");
+        assert_eq!(docs[2]["metadata"], json!({"name": "b"}));
+        assert!(docs[2].get("status").is_none());
+        // Idempotent: canonical input comes out unchanged.
+        assert_eq!(convert_manifests(&out).unwrap(), out);
+    }
+
+    #[test]
+    fn convert_reports_the_document_it_cannot_rewrite() {
+        let both = ARTICLE.replace(
+            "  runtime-config:",
+            "  runtimeConfig: {}\n  runtime-config:",
+        );
+        let err = convert_manifests(&both).unwrap_err().to_string();
+        assert!(err.contains("document 1 (inference-edge)"), "{err}");
+        assert!(err.contains("not both"), "{err}");
+        let no_type = ARTICLE.replace("        type: redis\n", "");
+        let err = convert_manifests(&no_type).unwrap_err().to_string();
+        assert!(err.contains("needs a type"), "{err}");
     }
 
     #[test]

@@ -23,7 +23,9 @@
 
 pub mod backoff;
 pub mod executor;
+pub mod legacy;
 pub mod references;
+pub mod scale_to_zero;
 pub mod spinapp;
 
 use std::sync::Arc;
@@ -41,6 +43,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use crate::api::compat::LegacySpinApp;
 use crate::api::{SpinApp, SpinAppExecutor};
 use crate::apply::{APP_NAME_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::http::Readiness;
@@ -70,6 +73,11 @@ pub struct Config {
     /// anything is rolled out; `None` = resolution disabled
     /// (`--resolve-images=false`): `spec.image` goes to the pod as written.
     pub resolver: Option<Arc<crate::oci::Resolver>>,
+    /// Reconcile SpinApps of the legacy group `core.spinoperator.dev` when
+    /// its CRD is installed (see [`legacy`]).
+    pub legacy_group: bool,
+    /// Scale to zero: where the activators are, port range, timings.
+    pub scale_to_zero: scale_to_zero::Options,
 }
 
 impl Default for Config {
@@ -82,6 +90,8 @@ impl Default for Config {
             readiness: Readiness::default(),
             instance: None,
             resolver: None,
+            legacy_group: true,
+            scale_to_zero: scale_to_zero::Options::default(),
         }
     }
 }
@@ -136,7 +146,9 @@ impl Error {
     }
 }
 
-/// Shared state of the reconcilers.
+/// Shared state of the reconcilers. Cloned (with its own reference index and
+/// backoff) for the legacy SpinApp controller.
+#[derive(Clone)]
 pub struct Context {
     /// Client for the apiserver.
     pub client: Client,
@@ -161,7 +173,13 @@ pub struct Context {
     /// Which apps reference which Secrets/ConfigMaps.
     pub references: Arc<ReferenceIndex>,
     /// Per-object retry backoff.
-    pub backoff: Backoff,
+    pub backoff: Arc<Backoff>,
+    /// Which SpinApps this context reconciles (canonical or legacy group).
+    pub group: legacy::AppGroup,
+    /// Cached legacy SpinApps; `None` without the legacy controller.
+    pub legacy_apps: Option<Store<LegacySpinApp>>,
+    /// Scale-to-zero state (activator port table, activity, its caches).
+    pub scale: Arc<scale_to_zero::Shared>,
 }
 
 impl Context {
@@ -278,10 +296,17 @@ pub async fn run_until(
         cached::<SpinAppExecutor>(api_in(&client, ns), watch.clone());
     let (runtime_classes, runtime_class_events) =
         cached::<RuntimeClass>(Api::all(client.clone()), watch.clone());
+    let mut legacy =
+        legacy::Legacy::setup(&client, ns, &config, watch.clone(), executors.clone()).await;
+    let legacy_apps = legacy.as_ref().map(legacy::Legacy::store);
+    let tap = legacy::Legacy::tap(legacy.as_ref());
 
     let app_controller = Controller::new(api_in::<SpinApp>(&client, ns), watch.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
     let apps = app_controller.store();
+    // The poller stops when `_scale_poller` is dropped at the end of the run.
+    let (scale, scale_triggers, _scale_poller) =
+        scale_to_zero::start(&client, ns, &config.scale_to_zero, apps.clone());
     let references = Arc::new(ReferenceIndex::default());
 
     let reporter = Reporter {
@@ -300,7 +325,10 @@ pub async fn run_until(
         executors: executors.clone(),
         runtime_classes: runtime_classes.clone(),
         references: references.clone(),
-        backoff: Backoff::default(),
+        backoff: Default::default(),
+        group: legacy::AppGroup::Canonical,
+        legacy_apps: legacy_apps.clone(),
+        scale,
     });
 
     // Referenced Secrets/ConfigMaps: metadata only, mapped through the index.
@@ -324,21 +352,28 @@ pub async fn run_until(
     let shutdown_rx = shutdown_rx.map(|_| ()).shared();
 
     let app_controller = app_controller
-        .owns_stream(deployment_events)
-        .owns_stream(service_events)
-        .owns_stream(secret_events)
-        .watches_stream(executor_events, move |executor| {
+        .owns_stream(tap.owned(deployment_events))
+        .owns_stream(tap.owned(service_events))
+        .owns_stream(tap.owned(secret_events))
+        .watches_stream(tap.executors(executor_events), move |executor| {
             apps_using_executor(&apps_e, &executor)
         })
-        .watches_stream(runtime_class_events, move |rc| {
+        .watches_stream(tap.runtime_classes(runtime_class_events), move |rc| {
             apps_using_runtime_class(&apps_r, &executors_r, &rc)
         })
-        .watches_stream(referenced_secrets, move |s| {
-            referencing_apps(&index_s, RefKind::Secret, &s)
-        })
-        .watches_stream(referenced_config_maps, move |c| {
-            referencing_apps(&index_c, RefKind::ConfigMap, &c)
-        })
+        .watches_stream(
+            tap.referenced(RefKind::Secret, referenced_secrets),
+            move |s| referencing_apps(&index_s, RefKind::Secret, &s),
+        )
+        .watches_stream(
+            tap.referenced(RefKind::ConfigMap, referenced_config_maps),
+            move |c| referencing_apps(&index_c, RefKind::ConfigMap, &c),
+        )
+        .reconcile_on(legacy::Legacy::canonical_triggers(
+            &mut legacy,
+            apps.clone(),
+        ))
+        .reconcile_on(scale_triggers)
         .graceful_shutdown_on(shutdown_rx.clone())
         .run(spinapp::reconcile, spinapp::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -347,6 +382,14 @@ pub async fn run_until(
             }
         });
 
+    let legacy_controller = legacy::Legacy::run(
+        legacy,
+        &client,
+        ns,
+        watch.clone(),
+        &ctx,
+        shutdown_rx.clone(),
+    );
     let executor_controller =
         Controller::new(api_in::<SpinAppExecutor>(&client, ns), watch.clone())
             .with_config(
@@ -374,7 +417,11 @@ pub async fn run_until(
             executors.wait_until_ready(),
             runtime_classes.wait_until_ready()
         );
-        if a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && e.is_ok() && f.is_ok() {
+        let g = match legacy_apps {
+            Some(store) => store.wait_until_ready().await.is_ok(),
+            None => true,
+        };
+        if a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && e.is_ok() && f.is_ok() && g {
             tracing::info!("caches synced");
             readiness.set_caches_synced(true);
         }
@@ -394,7 +441,8 @@ pub async fn run_until(
     );
     // The controllers end after a graceful shutdown; `stop` and `synced`
     // never end the run by themselves.
-    let controllers = futures::future::join(app_controller, executor_controller);
+    let controllers =
+        futures::future::join3(app_controller, executor_controller, legacy_controller);
     let helpers = futures::future::join(stop, synced.then(|()| futures::future::pending::<()>()));
     futures::future::select(Box::pin(controllers), Box::pin(helpers)).await;
     config.readiness.set_caches_synced(false);

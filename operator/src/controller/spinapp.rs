@@ -33,7 +33,9 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
+use super::legacy::AppGroup;
 use super::{Context, Error, object_key, retry_after};
+use crate::api::compat::LegacySpinApp;
 use crate::api::{SpinApp, SpinAppStatus};
 use crate::apply::{self, APP_NAME_LABEL, Applied, MANAGED_BY, MANAGED_BY_LABEL, apply_params};
 use crate::model::{self, App, Inputs, Problems};
@@ -45,7 +47,7 @@ const CONTROLLER: &str = "spinapp";
 
 /// Reconcile one SpinApp.
 pub async fn reconcile(app: Arc<SpinApp>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let _timer = ctx.metrics.reconcile_started(ctx.group.controller());
     let key = object_key(app.as_ref());
     let span =
         tracing::info_span!("reconcile", object = %key, generation = app.metadata.generation);
@@ -74,6 +76,16 @@ async fn reconcile_inner(app: &SpinApp, ctx: &Context) -> Result<Action, Error> 
         // Children carry ownerReferences: the garbage collector removes them.
         ctx.references.remove(&ns, &name);
         return Ok(Action::await_change());
+    }
+    // The same name in the other API group renders the same children: the
+    // older object keeps them, this one writes none (see `legacy`).
+    if let Some(conflict) = super::legacy::name_conflict(app, ctx).await? {
+        let image = ImageState {
+            decision: ImageDecision::Disabled,
+            note: None,
+        };
+        report(app, ctx, std::slice::from_ref(&conflict), &image).await?;
+        return Err(Error::Blocked(conflict.message));
     }
 
     // 1. Inputs.
@@ -133,17 +145,26 @@ async fn reconcile_inner(app: &SpinApp, ctx: &Context) -> Result<Action, Error> 
         }
     }
 
-    // 3. Children.
+    // 3. Children. Scale to zero first decides the replica count (and puts
+    // the activator in the path before a scale-down).
+    let plan = super::scale_to_zero::prepare(app, ctx, &mut model).await?;
     match apply_children(app, ctx, &model, &uid).await {
         Ok((deployment, outcome)) => {
-            write_status(app, ctx, &outcome, deployment.as_ref(), &image).await?;
+            let scaled = super::scale_to_zero::finish(plan, app, ctx).await?;
+            let scaled_ = Some(&scaled);
+            write_status(app, ctx, &outcome, deployment.as_ref(), &image, scaled_).await?;
             announce_image(app, ctx, &image).await;
             if let Some(error) = image.decision.retry_error() {
                 // Stale: the last digest runs; ask the registry again soon.
                 return Err(Error::Image(error.to_string()));
             }
             tracing::debug!(object = %object_key(app), "reconciled");
-            Ok(Action::requeue(ctx.config.resync_interval))
+            // A tag with a refresh interval is re-resolved on that interval.
+            let resync = ctx.config.resync_interval;
+            Ok(Action::requeue(scaled.requeue(match image.decision {
+                ImageDecision::Disabled => resync,
+                _ => crate::oci::app::requeue_after(app, resync),
+            })))
         }
         Err(Error::Apply(apply::Error::NotOwned { kind, name: child })) => {
             let problem = ConditionProblem {
@@ -157,7 +178,7 @@ async fn reconcile_inner(app: &SpinApp, ctx: &Context) -> Result<Action, Error> 
         }
         Err(error) => {
             ctx.publish(
-                &app.object_ref(&()),
+                &ctx.regarding(app),
                 EventType::Warning,
                 "ReconcileFailed",
                 format!("{error}; retrying with backoff"),
@@ -239,7 +260,7 @@ fn pull_secret_names(app: &SpinApp, ctx: &Context) -> BTreeSet<String> {
 /// resolved image changed, a Warning when a registry error keeps the last
 /// digest running (once per new error).
 async fn announce_image(app: &SpinApp, ctx: &Context, image: &ImageState) {
-    let regarding = app.object_ref(&());
+    let regarding = ctx.regarding(app);
     match &image.decision {
         ImageDecision::Resolved {
             image: resolved,
@@ -338,7 +359,7 @@ async fn report(
     problems: &[ConditionProblem],
     image: &ImageState,
 ) -> Result<(), Error> {
-    let regarding = app.object_ref(&());
+    let regarding = ctx.regarding(app);
     for p in status::new_problems(app.status.as_ref(), problems) {
         ctx.publish(
             &regarding,
@@ -349,15 +370,21 @@ async fn report(
         )
         .await;
     }
+    // Only a Deployment this app owns (not one of a same-named rival's).
     let deployment = ctx
         .deployments
-        .get(&ObjectRef::new(&app.name_any()).within(&app.namespace().unwrap_or_default()));
+        .get(&ObjectRef::new(&app.name_any()).within(&app.namespace().unwrap_or_default()))
+        .filter(|d| {
+            app.uid()
+                .is_some_and(|uid| apply::is_owned_by(d.as_ref(), &uid))
+        });
     write_status(
         app,
         ctx,
         &Outcome::Blocked(problems),
         deployment.as_deref(),
         image,
+        None,
     )
     .await
 }
@@ -370,13 +397,13 @@ async fn apply_children(
     uid: &str,
 ) -> Result<(Option<Deployment>, Outcome<'static>), Error> {
     let ns = model.namespace.as_str();
-    let regarding = app.object_ref(&());
+    let regarding = ctx.regarding(app);
     let rendered = render::render(model);
 
     // Runtime-config Secret first: the Deployment mounts it.
     let secret_name = match rendered.runtime_config_secret {
         Some(secret) => {
-            let secret = normalize_secret(prepare(secret, app));
+            let secret = normalize_secret(prepare(secret, app, ctx));
             let name = secret.name_any();
             let cached = ctx
                 .secrets
@@ -392,7 +419,8 @@ async fn apply_children(
     // Deployment, or none.
     let deployment = match rendered.deployment {
         Some(deployment) => {
-            let deployment = prepare(deployment, app);
+            let deployment =
+                super::scale_to_zero::decorate_deployment(prepare(deployment, app, ctx), app);
             let name = deployment.name_any();
             let cached = ctx
                 .deployments
@@ -415,7 +443,7 @@ async fn apply_children(
     };
 
     // Service.
-    let service = prepare(rendered.service, app);
+    let service = prepare(rendered.service, app, ctx);
     let service_name = service.name_any();
     let cached = ctx
         .services
@@ -457,7 +485,7 @@ async fn apply_children(
 }
 
 /// Make sure a rendered child carries the shared labels and the owner reference.
-fn prepare<K: Resource<DynamicType = ()>>(mut obj: K, app: &SpinApp) -> K {
+fn prepare<K: Resource<DynamicType = ()>>(mut obj: K, app: &SpinApp, ctx: &Context) -> K {
     let labels = obj.labels_mut();
     labels
         .entry(MANAGED_BY_LABEL.to_owned())
@@ -469,12 +497,12 @@ fn prepare<K: Resource<DynamicType = ()>>(mut obj: K, app: &SpinApp) -> K {
         obj.meta_mut().namespace = app.namespace();
     }
     let uid = app.uid();
-    if !obj
-        .owner_references()
-        .iter()
-        .any(|r| Some(&r.uid) == uid.as_ref())
-        && let Some(owner) = app.controller_owner_ref(&())
-    {
+    // The render names the canonical group; the reference must name the
+    // object the user applied (a legacy one too), or the garbage collector
+    // deletes the child at once.
+    obj.owner_references_mut()
+        .retain(|r| Some(&r.uid) != uid.as_ref());
+    if let Some(owner) = ctx.owner_ref(app) {
         obj.owner_references_mut().push(owner);
     }
     obj
@@ -538,9 +566,13 @@ async fn write_status(
     outcome: &Outcome<'_>,
     deployment: Option<&Deployment>,
     image: &ImageState,
+    scaled: Option<&super::scale_to_zero::Finished>,
 ) -> Result<(), Error> {
     let now = Time(Timestamp::now());
     let mut status = status::build(app, outcome, deployment, &now);
+    if let Some(scaled) = scaled {
+        status::set_scale_to_zero(&mut status, app, scaled.status.clone(), &now);
+    }
     status::set_image(
         &mut status,
         app,
@@ -558,16 +590,41 @@ async fn patch_status(ctx: &Context, app: &SpinApp, status: &SpinAppStatus) -> R
     let ns = app.namespace().unwrap_or_default();
     let name = app.name_any();
     let patch = serde_json::json!({
-        "apiVersion": SpinApp::api_version(&()),
+        "apiVersion": ctx.group.api_version(),
         "kind": SpinApp::kind(&()),
         "status": status,
     });
-    ctx.api::<SpinApp>(&ns)
-        .patch_status(&name, &apply_params(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::Kube {
-            what: format!("writing status of SpinApp {ns}/{name}"),
-            source,
-        })?;
-    Ok(())
+    let (params, patch) = (apply_params(), Patch::Apply(&patch));
+    // The status goes to the object the user applied, in its own group.
+    let written = match ctx.group {
+        AppGroup::Canonical => ctx
+            .api::<SpinApp>(&ns)
+            .patch_status(&name, &params, &patch)
+            .await
+            .map(drop),
+        AppGroup::Legacy => ctx
+            .api::<LegacySpinApp>(&ns)
+            .patch_status(&name, &params, &patch)
+            .await
+            .map(drop),
+    };
+    written.map_err(|source| Error::Kube {
+        what: format!("writing status of {} {ns}/{name}", ctx.group.display()),
+        source,
+    })
+}
+
+/// Report a problem found before the model could be built (a legacy object
+/// that cannot be converted); children are left alone.
+pub(super) async fn report_unconvertible(
+    app: &SpinApp,
+    ctx: &Context,
+    problem: ConditionProblem,
+) -> Result<Action, Error> {
+    let image = ImageState {
+        decision: ImageDecision::Disabled,
+        note: None,
+    };
+    report(app, ctx, std::slice::from_ref(&problem), &image).await?;
+    Ok(Action::await_change())
 }

@@ -140,6 +140,13 @@ pub struct Inputs {
     pub ready_since: Option<SystemTime>,
     /// The idle timeout.
     pub idle_timeout: Duration,
+    /// When the present `<app>-activator` slice was applied (its creation
+    /// time); `None` when absent or unknown.
+    pub slice_since: Option<SystemTime>,
+    /// Activity window: once idle, the slice joins the pods' endpoints for
+    /// this long before the scale-down, so that warm traffic the activator now
+    /// receives (and proxies to the pods) shows up as activity. Zero skips it.
+    pub observe_window: Duration,
     /// The current time.
     pub now: SystemTime,
 }
@@ -289,6 +296,24 @@ pub fn decide(i: &Inputs) -> Decision {
     let idle = idle_for.is_some_and(|d| d >= i.idle_timeout);
 
     if refusal.is_none() && idle {
+        if !i.observe_window.is_zero() {
+            // Observe first: with the slice beside the pods, new connections
+            // reach the activator too, so traffic the activator cannot see
+            // otherwise (warm requests go straight to pods) becomes activity.
+            let observed = match (slice, i.slice_since) {
+                (true, Some(since)) => i.now.duration_since(since).unwrap_or_default(),
+                _ => Duration::ZERO,
+            };
+            if observed < i.observe_window {
+                ensure_slice(&mut actions, &mut slice);
+                return Decision {
+                    state: Some(State::Serving),
+                    actions,
+                    refusal: None,
+                    requeue_after: Some(i.observe_window - observed),
+                };
+            }
+        }
         ensure_slice(&mut actions, &mut slice);
         if i.probe != Probe::Passed {
             actions.push(Action::RunDataplaneProbe);

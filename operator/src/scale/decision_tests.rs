@@ -23,6 +23,8 @@ fn base() -> Inputs {
         probe: Probe::Passed,
         ready_since: Some(t0() - Duration::from_secs(600)),
         idle_timeout: IDLE,
+        slice_since: None,
+        observe_window: Duration::ZERO,
         now: t0(),
     }
 }
@@ -62,6 +64,8 @@ fn all_inputs() -> impl Iterator<Item = Inputs> {
                                                             probe,
                                                             ready_since,
                                                             idle_timeout: IDLE,
+                                                            slice_since: None,
+                                                            observe_window: Duration::ZERO,
                                                             now: t0(),
                                                         });
                                                     }
@@ -451,4 +455,34 @@ fn manual_zero_and_disabled_leave_the_app_alone() {
         ..stopped
     };
     assert_eq!(decide(&off).actions, vec![Action::DeleteActivatorSlice]);
+}
+
+#[test]
+fn observation_window_puts_the_slice_beside_the_pods_before_scaling_down() {
+    let window = Duration::from_secs(20);
+    let mut i = base();
+    i.observe_window = window;
+    i.last_activity = Some(t0() - IDLE);
+    // Idle: the slice joins the pods' endpoints first; still Serving.
+    let d = decide(&i);
+    assert_eq!(d.actions, vec![Action::ApplyActivatorSlice]);
+    assert_eq!(d.state, Some(State::Serving));
+    assert_eq!(d.requeue_after, Some(window));
+    // Halfway through the window: nothing to do but wait.
+    i.slice_present = true;
+    i.slice_since = Some(t0() - window / 2);
+    let d = decide(&i);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.requeue_after, Some(window / 2));
+    // A request seen through the activator during the window: stay, slice goes.
+    let mut busy = i.clone();
+    busy.last_activity = Some(t0() - Duration::from_secs(1));
+    let d = decide(&busy);
+    assert_eq!(d.actions, vec![Action::DeleteActivatorSlice]);
+    assert_eq!(d.state, Some(State::Serving));
+    // A quiet window: scale to zero behind the slice already in place.
+    i.slice_since = Some(t0() - window);
+    let d = decide(&i);
+    assert_eq!(d.actions, vec![Action::ScaleToZero]);
+    assert_eq!(d.state, Some(State::ScalingDown));
 }
