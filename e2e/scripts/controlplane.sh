@@ -4,16 +4,26 @@
 # also kube-controller-manager, kube-scheduler and kwok (a fake kubelet with
 # one fake Node), so Deployments really roll out to fake pods that become Ready.
 #
-# Usage: e2e/scripts/controlplane.sh start [--minimal] | stop | status | env
+# Usage: e2e/scripts/controlplane.sh start [--minimal | --netns] | stop | status | env
+#        e2e/scripts/controlplane.sh {stop|status|env} --netns | exec -- CMD...
 #   start      start everything (or report that it is already running); waits
 #              for /readyz, default ServiceAccounts and a Ready node; prints timings
 #   --minimal  etcd + kube-apiserver only (CRDs, CEL, SSA, subresources, RBAC)
+#   --netns    the network-namespace tier (docs/e2e.md): the full control plane
+#              inside a network namespace of its own, where the pod CIDR
+#              10.244.0.0/16 and the Service range 10.96.0.0/12 are local
+#              addresses, so harness processes can serve pod IPs and ClusterIPs;
+#              kwok starts pods but never marks them Ready (the harness pod
+#              runtime, e2e/src/bin/pod-runtime.rs, does). Own state dir (below).
 #   stop       stop what `start` started, by recorded PID, and wait for it to exit
 #   status     print each component's state; exit 0 only when all are running
 #   env        print `export` lines: source <(e2e/scripts/controlplane.sh env)
+#   exec       run CMD inside the netns tier's namespace with its KUBECONFIG
+#              (and SPINDLE_TEST_KUBECONFIG) set and kubectl on PATH
 #
 # State (PKI, etcd data, logs, PIDs, kubeconfig) lives in
-# ${SPINDLE_STATE:-<repo>/.spindle/cp}. Binaries come from build-tools.sh's cache.
+# ${SPINDLE_STATE:-<repo>/.spindle/cp} (--netns: ${SPINDLE_NETNS_STATE:-<repo>/.spindle/cp-netns}).
+# Binaries come from build-tools.sh's cache.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +32,20 @@ repo=$(cd "$here/.." && pwd)
 source "$here/scripts/versions.sh"
 
 state=${SPINDLE_STATE:-$repo/.spindle/cp}
+# --netns (for any subcommand; exec implies it) selects the network-namespace tier.
+netns=0
+[[ ${1:-} == exec ]] && netns=1
+for a in "$@"; do [[ $a == -- ]] && break; [[ $a == --netns ]] && netns=1; done
+# Prefix that runs a command inside the tier's namespace (empty by default).
+nsx=()
+if ((netns)); then
+  # Its own variable: SPINDLE_STATE set for the default tier must not collide with it.
+  state=${SPINDLE_NETNS_STATE:-$repo/.spindle/cp-netns}
+  # One namespace per state dir, so a CI clone and a developer checkout never share one.
+  ns_name=spindle-$(printf '%s' "$state" | sha256sum | cut -c1-12)
+  ns_path=/run/netns/$ns_name
+  nsx=(nsenter "--net=$ns_path")
+fi
 k8s_bin=$SPINDLE_CACHE/k8s-$K8S_VERSION
 etcd_bin=$SPINDLE_CACHE/etcd-$ETCD_VERSION/etcd
 kwok_dir=$SPINDLE_CACHE/kwok-$KWOK_VERSION
@@ -72,7 +96,7 @@ free_port() {
 
 spawn() { # name logfile cmd... : start detached, record PID
   local c=$1; shift
-  setsid "$@" >"$state/logs/$c.log" 2>&1 </dev/null &
+  setsid "${nsx[@]}" "$@" >"$state/logs/$c.log" 2>&1 </dev/null &
   echo $! >"$state/pids/$c.pid"
 }
 
@@ -141,10 +165,10 @@ EOF
   chmod 600 "$state/kubeconfig"
 }
 
-kc() { "$k8s_bin/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
+kc() { "${nsx[@]}" "$k8s_bin/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
 
 readyz() {
-  curl -sf --max-time 2 --cacert "$state/pki/ca.crt" --cert "$state/pki/admin.crt" \
+  "${nsx[@]}" curl -sf --max-time 2 --cacert "$state/pki/ca.crt" --cert "$state/pki/admin.crt" \
     --key "$state/pki/admin.key" "https://127.0.0.1:$(<"$state/apiserver.port")/readyz"
 }
 
@@ -182,7 +206,8 @@ EOF
 start() {
   local want=full
   [[ ${1:-} == --minimal ]] && want=minimal
-  [[ $# -le 1 && ( $# -eq 0 || $1 == --minimal ) ]] || die "usage: controlplane.sh start [--minimal]"
+  [[ ${1:-} == --netns ]] && want=netns
+  [[ $# -le 1 && ( $# -eq 0 || $1 == --minimal || $1 == --netns ) ]] || die "usage: controlplane.sh start [--minimal | --netns]"
   if all_running; then
     if [[ $(mode) == minimal && $want == full ]]; then
       die "a minimal control plane is running from $state; stop it first (controlplane.sh stop)"
@@ -197,7 +222,7 @@ start() {
   for b in "$etcd_bin" "$k8s_bin/kube-apiserver" "$k8s_bin/kubectl"; do
     [[ -x $b ]] || die "$b is missing; build it with e2e/scripts/build-tools.sh"
   done
-  if [[ $want == full ]]; then
+  if [[ $want != minimal ]]; then
     for b in "$k8s_bin/kube-controller-manager" "$k8s_bin/kube-scheduler" "$kwok_dir/kwok" "$kwok_dir/stages.yaml"; do
       [[ -e $b ]] || die "$b is missing; build it with e2e/scripts/build-tools.sh (or use --minimal)"
     done
@@ -211,8 +236,22 @@ start() {
   echo "$want" >"$state/mode"
   gen_pki
 
-  local etcd_port peer_port api_port
-  etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+  # The node stages heartbeat only every ~10 min and expect kwok to renew the
+  # node's Lease; without one kcm marks the node NotReady after its grace
+  # period (every ~55 s, for ~5 s), and every pod NotReady with it: readiness
+  # flaps and controllers write status for it (the converge benchmark's idle
+  # writes).
+  local etcd_port peer_port api_port kwok_config=$kwok_dir/stages.yaml
+  local kwok_extra=(--node-lease-duration-seconds 40)
+  if [[ $want == netns ]]; then
+    make_netns
+    netns_stages >"$state/kwok-stages.yaml"
+    kwok_config=$state/kwok-stages.yaml
+    # The namespace is private to this tier: fixed ports cannot collide.
+    etcd_port=2379; peer_port=2380; api_port=6443
+  else
+    etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+  fi
   echo "$api_port" >"$state/apiserver.port"
   write_kubeconfig "$api_port"
 
@@ -221,7 +260,7 @@ start() {
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "spindle=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn
-  wait_until 30 "etcd /health" etcd curl -sf --max-time 2 "http://127.0.0.1:$etcd_port/health"
+  wait_until 30 "etcd /health" etcd "${nsx[@]}" curl -sf --max-time 2 "http://127.0.0.1:$etcd_port/health"
   log "etcd ready on 127.0.0.1:$etcd_port in $(secs_since "$t1")"
 
   t1=$(now_ms)
@@ -241,7 +280,7 @@ start() {
   wait_until 90 "kube-apiserver /readyz" kube-apiserver readyz
   log "kube-apiserver ready on https://127.0.0.1:$api_port in $(secs_since "$t1")"
 
-  if [[ $want == full ]]; then
+  if [[ $want != minimal ]]; then
     t1=$(now_ms)
     spawn kube-controller-manager "$k8s_bin/kube-controller-manager" \
       --kubeconfig "$state/kubeconfig" --leader-elect=false --secure-port 0 \
@@ -250,16 +289,129 @@ start() {
       --use-service-account-credentials=false --flex-volume-plugin-dir "$state/flexvolume"
     spawn kube-scheduler "$k8s_bin/kube-scheduler" \
       --kubeconfig "$state/kubeconfig" --leader-elect=false --secure-port 0
-    spawn kwok "$kwok_dir/kwok" --kubeconfig "$state/kubeconfig" --config "$kwok_dir/stages.yaml" \
+    spawn kwok "$kwok_dir/kwok" --kubeconfig "$state/kubeconfig" --config "$kwok_config" \
       --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-      --cidr 10.244.0.1/16 --node-ip 10.244.0.1
+      --cidr 10.244.0.1/16 --node-ip 10.244.0.1 "${kwok_extra[@]}"
     wait_until 60 "node registration" kwok fake_node
     wait_until 60 "node $node_name to be Ready" kwok node_ready
     wait_until 60 "the default ServiceAccount" kube-controller-manager kc -n default get serviceaccount default
     log "controller-manager, scheduler, kwok and node $node_name ready in $(secs_since "$t1")"
   fi
   log "control plane ($want) started in $(secs_since "$t0"); state in $state"
-  log "use it with: source <($here/scripts/controlplane.sh env)"
+  if [[ $want == netns ]]; then
+    log "netns $ns_name; run commands in it with: $here/scripts/controlplane.sh exec -- CMD"
+  else
+    log "use it with: source <($here/scripts/controlplane.sh env)"
+  fi
+}
+
+# The netns tier's namespace: loopback up, and the pod CIDR and Service range
+# made local ("AnyIP" routes), so any pod IP or ClusterIP can be bound in it.
+make_netns() {
+  [[ $(id -u) == 0 ]] || die "--netns needs root (ip netns add)"
+  for t in ip nsenter sha256sum; do command -v "$t" >/dev/null || die "$t is required for --netns"; done
+  if [[ -e $ns_path ]]; then ip netns delete "$ns_name" || die "cannot remove the stale namespace $ns_name"; fi
+  ip netns add "$ns_name" || die "ip netns add $ns_name failed"
+  ip -n "$ns_name" link set lo up
+  ip -n "$ns_name" route add local 10.244.0.0/16 dev lo
+  ip -n "$ns_name" route add local 10.96.0.0/12 dev lo
+  echo "$ns_name" >"$state/netns"
+}
+
+# kwok stages of the netns tier: the node stages build-tools.sh extracted, and
+# pod stages that start a pod (Running, an IP, after an emulated sandbox delay)
+# but leave Ready to the harness pod runtime, and delete a terminating pod only
+# at its deletionTimestamp (grace period over), as a kubelet kills at the end of
+# the grace period; the pod runtime deletes it earlier once its preStop is done.
+netns_stages() {
+  awk '/^---$/ { if (doc ~ /kind: Node\n/) printf "---\n%s", doc; doc = ""; next }
+    { doc = doc $0 "\n" } END { if (doc ~ /kind: Node\n/) printf "---\n%s", doc }' "$kwok_dir/stages.yaml"
+  cat <<'EOF'
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-start-not-ready
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Pending'
+  delay:
+    durationMilliseconds: 100
+    jitterDurationMilliseconds: 400
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      conditions:
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "True"
+        type: Initialized
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        reason: ContainersNotReady
+        type: Ready
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        reason: ContainersNotReady
+        type: ContainersReady
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        started: true
+        restartCount: 0
+        state:
+          running:
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+      {{ $hostIPs := NodeIPsWith .spec.nodeName }}
+      {{ with $hostIPs }}
+      hostIP: {{ index . 0 | Quote }}
+      hostIPs:
+      {{ range . }}
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ end }}
+      {{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+      {{ with $podIPs }}
+      podIP: {{ index . 0 | Quote }}
+      podIPs:
+      {{ range . }}
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ end }}
+      phase: Running
+      startTime: {{ $now | Quote }}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-delete-at-grace-end
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'Exists'
+  delay:
+    # The shorter of the two wins: one day, or until deletionTimestamp.
+    durationMilliseconds: 86400000
+    jitterDurationFrom:
+      expressionFrom: '.metadata.deletionTimestamp'
+  next:
+    delete: true
+EOF
 }
 
 stop_all() {
@@ -284,6 +436,9 @@ stop() {
   if [[ ! -d $state/pids ]]; then log "nothing to stop in $state"; return 0; fi
   stop_all
   rm -f "$state/mode"
+  if ((netns)) && [[ -e $ns_path ]]; then
+    ip netns delete "$ns_name" && log "deleted netns $ns_name"
+  fi
 }
 
 status() {
@@ -303,10 +458,25 @@ status() {
 
 print_env() {
   [[ -f $state/kubeconfig ]] || die "no control plane in $state; run: $here/scripts/controlplane.sh start"
+  if ((netns)); then
+    # Its apiserver is reachable only inside the namespace: no KUBECONFIG here.
+    printf 'export SPINDLE_NETNS_STATE=%q\n' "$state"
+    printf 'export SPINDLE_NETNS=%q\n' "$ns_path"
+    return 0
+  fi
   printf 'export SPINDLE_TEST_KUBECONFIG=%q\n' "$state/kubeconfig"
   printf 'export KUBECONFIG=%q\n' "$state/kubeconfig"
   # shellcheck disable=SC2016 # $PATH is expanded where the output is sourced
   printf 'export PATH=%q:"$PATH"\n' "$k8s_bin"
+}
+
+exec_in() { # [--netns] [--] CMD...
+  [[ ${1:-} == --netns ]] && shift
+  [[ ${1:-} == -- ]] && shift
+  (($# > 0)) || die "usage: controlplane.sh exec -- CMD..."
+  [[ -e $ns_path && -f $state/kubeconfig ]] || die "no netns tier in $state; run: $here/scripts/controlplane.sh start --netns"
+  exec "${nsx[@]}" env KUBECONFIG="$state/kubeconfig" SPINDLE_TEST_KUBECONFIG="$state/kubeconfig" \
+    SPINDLE_NETNS_STATE="$state" SPINDLE_NETNS="$ns_path" PATH="$k8s_bin:$PATH" "$@"
 }
 
 cmd=${1:-}
@@ -316,5 +486,6 @@ case $cmd in
   stop) stop ;;
   status) status ;;
   env) print_env ;;
-  *) echo "usage: $0 start [--minimal] | stop | status | env" >&2; exit 2 ;;
+  exec) exec_in "$@" ;;
+  *) echo "usage: $0 start [--minimal | --netns] | stop | status | env [--netns] | exec -- CMD..." >&2; exit 2 ;;
 esac

@@ -13,7 +13,13 @@
 # Usage: e2e/scripts/test.sh [cargo test args...]   e.g. e2e/scripts/test.sh -p spindle-e2e --test api
 #   SPINDLE_STATE=dir        control plane state dir (default <repo>/.spindle/cp)
 #   SPINDLE_KEEP_CP=1        leave a control plane this script started running
-#   SPINDLE_TEST_GUESTS=auto|1|0  guest-apps/test.sh: auto = only when its toolchain is installed
+#   SPINDLE_TEST_NETNS=auto|0  the netns tier (controlplane.sh start --netns) for
+#                            e2e/tests/scale_to_zero_netns.rs: auto = started when the run
+#                            includes that test (--workspace, or "netns" in the args)
+#   SPINDLE_NETNS_STATE=dir  its state dir (default <repo>/.spindle/cp-netns)
+#   SPINDLE_TEST_GUESTS=auto|1|0  guest-apps/test.sh: auto = only when its toolchain is installed;
+#                            1 also builds the guests before cargo test (e2e/tests/oci.rs pushes them)
+#   SPINDLE_GUEST_DIST=dir   built guests for the OCI tests (default <repo>/guest-apps/target/dist)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,6 +44,7 @@ summary() {
 }
 
 started_cp=0
+started_netns=0
 log_dir=$(mktemp -d)
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
@@ -46,6 +53,9 @@ cleanup() {
     "$cp_sh" stop || rc=1
   elif ((started_cp)); then
     echo "test: leaving the control plane running (SPINDLE_KEEP_CP=1); stop it with $cp_sh stop" >&2
+  fi
+  if ((started_netns)) && [[ ${SPINDLE_KEEP_CP:-0} != 1 ]]; then
+    "$cp_sh" stop --netns || rc=1
   fi
   rm -rf "$log_dir"
   exit "$rc"
@@ -73,6 +83,22 @@ fi
 end "control plane start"
 eval "$("$cp_sh" env)"
 export SPINDLE_TEST_KUBECONFIG KUBECONFIG PATH
+
+# The network-namespace tier (docs/e2e.md), beside the default one: needs root. Once
+# started here its tests must run (SPINDLE_NETNS_REQUIRED), never skip.
+if [[ ${SPINDLE_TEST_NETNS:-auto} != 0 && ( " $* " == *" --workspace "* || "$*" == *netns* ) ]]; then
+  begin "netns tier"
+  if [[ $(id -u) != 0 ]]; then
+    echo "test: not root, so no netns tier: e2e/tests/scale_to_zero_netns.rs will skip" >&2
+  else
+    if ! "$cp_sh" status --netns >/dev/null 2>&1; then started_netns=1; fi
+    "$cp_sh" start --netns
+    eval "$("$cp_sh" env --netns)"
+    export SPINDLE_NETNS_STATE SPINDLE_NETNS
+    export SPINDLE_NETNS_REQUIRED=1
+  fi
+  end "netns tier start"
+fi
 
 failed=0
 total_passed=0
