@@ -19,14 +19,18 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
-use super::metrics::ActivatorMetrics;
-use super::proxy::{self, ProxyError};
+use super::metrics::{ActivatorMetrics, ConnectionLabels};
+use super::pool::Pool;
+use super::proxy::{self, Conn, ProxyError};
 use crate::scale::AppKey;
 
 /// Dial-loop period while requests wait.
 pub const DIAL_INTERVAL: Duration = Duration::from_millis(5);
 /// Connect timeout of one dial.
 pub const DIAL_TIMEOUT: Duration = Duration::from_millis(100);
+/// Dials of one app in flight at most (DIAL_TIMEOUT / DIAL_INTERVAL per
+/// candidate pod, for a few pods).
+const MAX_DIALS_IN_FLIGHT: u32 = 64;
 /// Demand renewal period while requests wait.
 pub const DEMAND_RENEW: Duration = Duration::from_secs(1);
 /// Header of the operator's dataplane probe, answered by the activator itself.
@@ -156,8 +160,11 @@ pub(crate) struct App {
     port: u16,
     settings: Mutex<AppSettings>,
     routing: Mutex<Routing>,
+    /// Idle keep-alive connections to the app's pods.
+    pool: Arc<Pool>,
     pending: AtomicU32,
     dialing: AtomicBool,
+    dials_in_flight: AtomicU32,
     unrouted: AtomicBool,
     requests: AtomicU64,
     last_request_ms: AtomicU64,
@@ -200,12 +207,14 @@ impl App {
         r.live.retain(|a| *a != addr);
     }
 
-    fn candidates(&self) -> Vec<SocketAddr> {
-        self.routing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .candidates
-            .clone()
+    /// Candidates not known to accept connections: the ones to dial.
+    fn to_dial(&self) -> Vec<SocketAddr> {
+        let r = self.routing.lock().unwrap_or_else(|e| e.into_inner());
+        r.candidates
+            .iter()
+            .copied()
+            .filter(|a| !r.live.contains(a))
+            .collect()
     }
 }
 
@@ -299,8 +308,10 @@ impl Activator {
                 waiters: VecDeque::new(),
                 next: 0,
             }),
+            pool: Arc::new(Pool::default()),
             pending: AtomicU32::new(0),
             dialing: AtomicBool::new(false),
+            dials_in_flight: AtomicU32::new(0),
             unrouted: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
@@ -413,6 +424,12 @@ impl Activator {
         }
     }
 
+    /// Idle keep-alive connections held for the app.
+    #[cfg(test)]
+    pub(crate) fn idle_upstream(&self, key: &AppKey) -> usize {
+        self.app(key).map_or(0, |a| a.pool.idle_count())
+    }
+
     /// Activity of every app.
     pub fn activity(&self) -> Vec<Activity> {
         let apps: Vec<Arc<App>> = self
@@ -459,6 +476,8 @@ fn apply_backends(app: &App, b: Backends) {
             live.push(*a);
         }
     }
+    // Connections to pods that left (terminating ones included) are closed.
+    app.pool.retain(&candidates);
     r.candidates = candidates;
     r.ready = ready;
     r.live = live;
@@ -624,9 +643,19 @@ async fn handle(
         };
         // The head of an idempotent, body-less request, for its single retry.
         let replay = (!retried && proxy::replayable(&request)).then(|| proxy::clone_head(&request));
-        match proxy::forward(request, backend, peer).await {
-            Ok(resp) => {
+        // A replay goes on a fresh connection: the reused one just failed.
+        match proxy::forward(request, &app.pool, backend, peer, !retried).await {
+            Ok((resp, conn)) => {
                 drop(queued.take());
+                let connection = match conn {
+                    Conn::Reused => "reused",
+                    Conn::New => "new",
+                };
+                shared
+                    .metrics
+                    .upstream
+                    .get_or_create(&ConnectionLabels { connection })
+                    .inc();
                 shared
                     .metrics
                     .outcome(if waited { "cold" } else { "proxied" });
@@ -676,6 +705,10 @@ fn start_dialing(shared: &Arc<Shared>, app: &Arc<App>) {
     let app = app.clone();
     tokio::spawn(async move {
         let mut next_demand = Instant::now();
+        // A steady cadence (a plain sleep would drift to the next timer tick).
+        let mut tick = tokio::time::interval(DIAL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
         loop {
             let pending = app.pending.load(Ordering::SeqCst);
             if pending == 0 {
@@ -706,21 +739,28 @@ fn start_dialing(shared: &Arc<Shared>, app: &Arc<App>) {
                         .inc();
                 });
             }
-            let candidates = app.candidates();
-            if !candidates.is_empty() {
-                shared.metrics.dial_attempts.inc_by(candidates.len() as u64);
-                let dials = candidates.into_iter().map(|addr| async move {
-                    matches!(
-                        tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await,
-                        Ok(Ok(_))
-                    )
-                    .then_some(addr)
-                });
-                for addr in futures::future::join_all(dials).await.into_iter().flatten() {
-                    app.mark_live(addr);
+            // Dials are not awaited here: a pod whose IP drops SYNs until
+            // its network is up must not stall the loop for DIAL_TIMEOUT;
+            // a new SYN leaves every DIAL_INTERVAL and the first to connect wins.
+            for addr in app.to_dial() {
+                if app.dials_in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_DIALS_IN_FLIGHT {
+                    app.dials_in_flight.fetch_sub(1, Ordering::SeqCst);
+                    break;
                 }
+                shared.metrics.dial_attempts.inc();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let dialled =
+                        tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await;
+                    app.dials_in_flight.fetch_sub(1, Ordering::SeqCst);
+                    if let Ok(Ok(stream)) = dialled {
+                        // The first released request uses the dialled connection.
+                        app.pool.adopt(addr, stream).await;
+                        app.mark_live(addr);
+                    }
+                });
             }
-            tokio::time::sleep(DIAL_INTERVAL).await;
+            tick.tick().await;
         }
     });
 }

@@ -24,6 +24,13 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// How the connection that carried a proxied request was obtained.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `reused` (idle keep-alive connection) or `new`.
+    pub connection: &'static str,
+}
+
 /// All activator metrics (cheap to clone).
 #[derive(Clone)]
 pub struct ActivatorMetrics {
@@ -35,6 +42,7 @@ pub struct ActivatorMetrics {
     pub(crate) wake_signals: Family<ResultLabels, Counter>,
     pub(crate) listeners: Gauge<i64, AtomicI64>,
     pub(crate) retries: Counter,
+    pub(crate) upstream: Family<ConnectionLabels, Counter>,
 }
 
 impl std::fmt::Debug for ActivatorMetrics {
@@ -60,6 +68,7 @@ impl ActivatorMetrics {
         let wake_signals = Family::<ResultLabels, Counter>::default();
         let listeners = Gauge::<i64, AtomicI64>::default();
         let retries = Counter::default();
+        let upstream = Family::<ConnectionLabels, Counter>::default();
         registry.register("requests", "Requests by outcome", requests.clone());
         registry.register(
             "pending_requests",
@@ -87,6 +96,11 @@ impl ActivatorMetrics {
             "Idempotent requests retried once after an upstream failure",
             retries.clone(),
         );
+        registry.register(
+            "upstream_requests",
+            "Requests answered by a pod, by connection (reused keep-alive or new)",
+            upstream.clone(),
+        );
         ActivatorMetrics {
             registry: Arc::new(registry),
             requests,
@@ -96,6 +110,7 @@ impl ActivatorMetrics {
             wake_signals,
             listeners,
             retries,
+            upstream,
         }
     }
 
@@ -109,6 +124,13 @@ impl ActivatorMetrics {
     pub fn requests_with(&self, outcome: &'static str) -> u64 {
         self.requests
             .get_or_create(&OutcomeLabels { outcome })
+            .get()
+    }
+
+    /// Requests answered by a pod over a `reused` or `new` connection.
+    pub fn upstream_requests(&self, connection: &'static str) -> u64 {
+        self.upstream
+            .get_or_create(&ConnectionLabels { connection })
             .get()
     }
 

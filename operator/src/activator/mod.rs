@@ -14,12 +14,15 @@
 //! - Upstream failures: not yet sent → back to the queue; sent → idempotent,
 //!   body-less requests are retried once, everything else gets `502`. A POST
 //!   is never replayed after its bytes reached a pod.
+//! - Idle keep-alive connections to pods are reused (see [`pool`]); a request
+//!   goes to another connection only if no byte of it was written.
 //! - After `coldStartTimeout` a held request gets `503` + `Retry-After: 5`.
 
 mod admin;
 mod core;
 pub mod kube;
 mod metrics;
+mod pool;
 mod proxy;
 pub mod run;
 

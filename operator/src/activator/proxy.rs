@@ -1,11 +1,14 @@
-//! Forwarding one request to a pod IP over a fresh HTTP/1.1 connection.
+//! Forwarding one request to a pod over HTTP/1.1, reusing idle keep-alive
+//! connections of the app's [`Pool`].
 //!
-//! A fresh connection per request keeps "were bytes written?" exact: a
-//! connect failure means nothing was sent, and hyper hands an unsent request
-//! back (`TrySendError::into_message`). Warm traffic does not pass through
-//! the activator, so connection reuse matters little here.
+//! "Were bytes written?" stays exact: a connect failure means nothing was
+//! sent, and hyper hands a request back (`TrySendError::take_message`) only
+//! if its connection never started writing it. Such a request is tried on
+//! the next idle connection, then on a fresh one; anything else is
+//! [`ProxyError::Sent`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,10 +16,11 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Body as _;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http1::SendRequest;
 use tokio::net::TcpStream;
 
 use super::core::Body;
+use super::pool::{Pool, PooledBody, handshake};
 
 /// Connect timeout towards a pod.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -70,26 +74,16 @@ pub(crate) fn clone_head(req: &Request<Body>) -> http::request::Parts {
     parts
 }
 
-/// Send `req` to `backend`, preserving Host and adding `X-Forwarded-For`.
-pub(crate) async fn forward(
-    mut req: Request<Body>,
-    backend: SocketAddr,
-    peer: SocketAddr,
-) -> Result<Response<Body>, ProxyError> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
-        Ok(Ok(s)) => s,
-        _ => return Err(ProxyError::NotSent(Box::new(req))),
-    };
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(x) => x,
-        Err(_) => return Err(ProxyError::NotSent(Box::new(req))),
-    };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+/// How the connection that carried a request was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Conn {
+    /// An idle keep-alive connection from the pool.
+    Reused,
+    /// A connection opened for this request.
+    New,
+}
 
+fn prepare(req: &mut Request<Body>, peer: SocketAddr) {
     let headers = req.headers_mut();
     for h in &HOP_BY_HOP {
         headers.remove(h);
@@ -112,12 +106,62 @@ pub(crate) async fn forward(
             *req.uri_mut() = uri;
         }
     }
+}
 
+/// One exchange on `sender`; `Err(Ok(req))` gives back a request of which
+/// no byte was written.
+async fn exchange(
+    mut sender: SendRequest<Body>,
+    req: Request<Body>,
+    pool: &Arc<Pool>,
+    backend: SocketAddr,
+) -> Result<Response<Body>, Result<Request<Body>, String>> {
     match sender.try_send_request(req).await {
-        Ok(resp) => Ok(resp.map(BodyExt::boxed)),
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            for h in &HOP_BY_HOP {
+                parts.headers.remove(h);
+            }
+            let body = PooledBody::new(body, pool.clone(), backend, sender);
+            Ok(Response::from_parts(parts, body.boxed()))
+        }
         Err(mut e) => match e.take_message() {
-            Some(req) => Err(ProxyError::NotSent(Box::new(req))),
-            None => Err(ProxyError::Sent(e.into_error().to_string())),
+            Some(req) => Err(Ok(req)),
+            None => Err(Err(e.into_error().to_string())),
         },
+    }
+}
+
+/// Send `req` to `backend`, preserving Host and adding `X-Forwarded-For`.
+/// With `reuse`, idle pooled connections are tried first.
+pub(crate) async fn forward(
+    mut req: Request<Body>,
+    pool: &Arc<Pool>,
+    backend: SocketAddr,
+    peer: SocketAddr,
+    reuse: bool,
+) -> Result<(Response<Body>, Conn), ProxyError> {
+    prepare(&mut req, peer);
+    if reuse {
+        while let Some(sender) = pool.take(backend) {
+            match exchange(sender, req, pool, backend).await {
+                Ok(resp) => return Ok((resp, Conn::Reused)),
+                // The connection closed before writing a byte: next one.
+                Err(Ok(back)) => req = back,
+                Err(Err(error)) => return Err(ProxyError::Sent(error)),
+            }
+        }
+    }
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
+        Ok(Ok(s)) => s,
+        _ => return Err(ProxyError::NotSent(Box::new(req))),
+    };
+    let Some(sender) = handshake(stream).await else {
+        return Err(ProxyError::NotSent(Box::new(req)));
+    };
+    match exchange(sender, req, pool, backend).await {
+        Ok(resp) => Ok((resp, Conn::New)),
+        Err(Ok(back)) => Err(ProxyError::NotSent(Box::new(back))),
+        Err(Err(error)) => Err(ProxyError::Sent(error)),
     }
 }

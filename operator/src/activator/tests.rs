@@ -480,3 +480,225 @@ fn terminating_endpoints_are_never_backends() {
     );
     assert_eq!(b.not_ready, vec!["10.244.0.2:8080".parse().unwrap()]);
 }
+
+/// How a keep-alive backend treats the requests of one connection.
+#[derive(Clone, Copy, PartialEq)]
+enum KeepAlive {
+    /// Answer every request and keep the connection open.
+    Serve,
+    /// Answer the first request, then close the (idle) connection.
+    CloseWhenIdle,
+    /// Answer the first request; read the second one whole, then close
+    /// without answering (the pod got the bytes, then failed).
+    FailSecond,
+}
+
+/// Counters of a keep-alive backend.
+#[derive(Default)]
+struct Upstream {
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+    /// Request lines fully received, in order.
+    lines: Mutex<Vec<String>>,
+}
+
+/// An HTTP/1.1 keep-alive backend counting accepted connections.
+async fn keep_alive_backend(addr: SocketAddr, mode: KeepAlive) -> Arc<Upstream> {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let up = Arc::new(Upstream::default());
+    let counters = up.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counters.connections.fetch_add(1, Ordering::SeqCst);
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let Some(head) = read_request(&mut s).await else {
+                        return;
+                    };
+                    let line = head.lines().next().unwrap_or("").to_owned();
+                    counters.lines.lock().unwrap().push(line.clone());
+                    let n = counters.requests.fetch_add(1, Ordering::SeqCst) + 1;
+                    if mode == KeepAlive::FailSecond && i == 1 {
+                        return;
+                    }
+                    let body = format!("pod saw {line} #{n}");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if mode == KeepAlive::CloseWhenIdle {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    up
+}
+
+async fn ready_backend(a: &Activator, mode: KeepAlive) -> Arc<Upstream> {
+    let pod = free_port().await;
+    let up = keep_alive_backend(pod, mode).await;
+    a.set_backends(
+        &key(),
+        Backends {
+            ready: vec![pod],
+            not_ready: vec![],
+        },
+    );
+    up
+}
+
+/// Waits until the finished exchange has returned its connection to the pool.
+async fn until_pooled(a: &Activator, n: usize) {
+    wait_until(|| a.idle_upstream(&key()) == n).await;
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let (a, addr, _) = activator(AppSettings::default(), 100).await;
+    let up = ready_backend(&a, KeepAlive::Serve).await;
+    for i in 0..20 {
+        // Each client request on its own connection: only the activator's
+        // side towards the pod is kept alive.
+        let (method, body) = if i % 2 == 0 {
+            ("GET", "")
+        } else {
+            ("POST", "x=1")
+        };
+        let reply = send(addr, method, "", body).await;
+        assert_eq!(reply.status, 200, "{}", reply.headers);
+        assert_eq!(
+            reply.body,
+            format!("pod saw {method} /path?q=1 HTTP/1.1 #{}", i + 1)
+        );
+        until_pooled(&a, 1).await;
+    }
+    assert_eq!(up.requests.load(Ordering::SeqCst), 20);
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        1,
+        "20 sequential requests must share one upstream connection"
+    );
+    assert_eq!(a.metrics().upstream_requests("new"), 1);
+    assert_eq!(a.metrics().upstream_requests("reused"), 19);
+}
+
+#[tokio::test]
+async fn concurrent_requests_get_their_own_connections_then_share_them() {
+    let (a, addr, _) = activator(AppSettings::default(), 100).await;
+    let up = ready_backend(&a, KeepAlive::Serve).await;
+    let burst: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { send(addr, "GET", "", "").await.status }))
+        .collect();
+    for c in burst {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    let opened = up.connections.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&opened),
+        "{opened} connections for 4 requests"
+    );
+    until_pooled(&a, opened).await;
+    for _ in 0..10 {
+        assert_eq!(send(addr, "GET", "", "").await.status, 200);
+        until_pooled(&a, opened).await;
+    }
+    assert_eq!(up.connections.load(Ordering::SeqCst), opened);
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_pod_closed_is_not_used() {
+    let (a, addr, _) = activator(AppSettings::default(), 100).await;
+    let up = ready_backend(&a, KeepAlive::CloseWhenIdle).await;
+    assert_eq!(send(addr, "GET", "", "").await.status, 200);
+    // Give hyper's connection task time to see the pod's FIN.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reply = send(addr, "POST", "", "charge-card").await;
+    assert_eq!(reply.status, 200, "{}", reply.headers);
+    assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+    let lines = up.lines.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        vec!["GET /path?q=1 HTTP/1.1", "POST /path?q=1 HTTP/1.1"],
+        "the POST must reach the pod exactly once"
+    );
+}
+
+#[tokio::test]
+async fn a_post_is_never_replayed_after_its_bytes_reached_a_pod_on_a_reused_connection() {
+    let (a, addr, _) = activator(AppSettings::default(), 100).await;
+    let up = ready_backend(&a, KeepAlive::FailSecond).await;
+    assert_eq!(send(addr, "GET", "", "").await.status, 200);
+    until_pooled(&a, 1).await;
+
+    // Goes on the pooled connection; the pod reads it whole and closes.
+    let reply = send(addr, "POST", "", "charge-card").await;
+    assert_eq!(reply.status, 502, "{}", reply.headers);
+    assert_eq!(
+        up.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("POST"))
+            .count(),
+        1,
+        "the POST was replayed"
+    );
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        1,
+        "no connection may be opened to replay a POST"
+    );
+    assert_eq!(a.metrics().requests_with("upstream_error"), 1);
+    assert_eq!(a.metrics().retries.get(), 0);
+
+    // A body-less GET in the same spot is replayed once, on a fresh connection.
+    assert_eq!(send(addr, "GET", "", "").await.status, 200);
+    until_pooled(&a, 1).await;
+    let reply = send(addr, "GET", "x-id: 7\r\n", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.headers);
+    assert_eq!(a.metrics().retries.get(), 1);
+    assert_eq!(up.connections.load(Ordering::SeqCst), 3);
+    // GET, POST (failed), GET, GET (failed), its replay.
+    assert_eq!(up.requests.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn the_dialled_connection_carries_the_first_held_request() {
+    let (a, addr, _) = activator(AppSettings::default(), 100).await;
+    let pod = free_port().await;
+    a.set_backends(
+        &key(),
+        Backends {
+            ready: vec![],
+            not_ready: vec![pod],
+        },
+    );
+    let client = tokio::spawn(async move { send(addr, "POST", "", "wake").await });
+    wait_until(|| a.pending_global() == 1).await;
+    let up = keep_alive_backend(pod, KeepAlive::Serve).await;
+    let reply = client.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.headers);
+    assert_eq!(up.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        1,
+        "the dial loop's connection should carry the request"
+    );
+    assert_eq!(a.metrics().upstream_requests("reused"), 1);
+}
+
+#[tokio::test]
+async fn connections_to_a_pod_that_left_are_dropped() {
+    let (a, addr, _) = activator(AppSettings::default(), 100).await;
+    let _up = ready_backend(&a, KeepAlive::Serve).await;
+    assert_eq!(send(addr, "GET", "", "").await.status, 200);
+    until_pooled(&a, 1).await;
+    a.set_backends(&key(), Backends::default());
+    assert_eq!(a.idle_upstream(&key()), 0);
+}
