@@ -364,10 +364,13 @@ async fn accept(listener: TcpListener, table: Table, log: Arc<Log>) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        // xorshift: kube-proxy picks endpoints at random.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        // splitmix64: kube-proxy picks endpoints at random (a bare xorshift's low
+        // bits, used by `% len`, are too regular for that).
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let r = z ^ (z >> 31);
         let pick = local.and_then(|addr| {
             let t = table.read().unwrap_or_else(|e| e.into_inner());
             let (svc, b) = t.get(&addr)?;
@@ -376,7 +379,7 @@ async fn accept(listener: TcpListener, table: Table, log: Arc<Log>) {
             } else {
                 &b.ready
             };
-            let backend = *set.get((seed % set.len().max(1) as u64) as usize)?;
+            let backend = *set.get((r % set.len().max(1) as u64) as usize)?;
             Some((svc.clone(), backend))
         });
         let log = log.clone();
