@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
 
 use super::metrics::{ActivatorMetrics, ConnectionLabels};
@@ -37,6 +37,12 @@ pub const DEMAND_RENEW: Duration = Duration::from_secs(1);
 pub const PROBE_HEADER: &str = "spindle-probe";
 /// Default global cap on held requests.
 pub const DEFAULT_MAX_PENDING_GLOBAL: u32 = 20_000;
+/// Accept backlog of the app listeners. tokio's `bind` uses 1024, which a
+/// burst of connections at zero overflows (clients then wait for SYN
+/// retransmits, 1-3 s). The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+/// After the shutdown grace, how long the 503s to what was left may take to be written.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
 /// The response body of everything the activator answers.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -52,6 +58,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The activator is shutting down and opens no listener.
+    #[error("the activator is shutting down")]
+    Draining,
 }
 
 /// A failed demand signal.
@@ -227,6 +236,12 @@ struct Shared {
     by_key: Mutex<HashMap<AppKey, u16>>,
     /// Backends that arrived before the app's listener (discovery races routing).
     early_backends: Mutex<HashMap<AppKey, Backends>>,
+    /// Shutdown started: listeners stop, connections close after their request.
+    draining: watch::Sender<bool>,
+    /// Shutdown grace over: what is still unanswered gets 503 + Retry-After.
+    forced: watch::Sender<bool>,
+    /// Client connections open.
+    connections: watch::Sender<usize>,
 }
 
 /// The activator (cheap to clone).
@@ -253,7 +268,39 @@ impl Activator {
                 apps: Mutex::new(HashMap::new()),
                 by_key: Mutex::new(HashMap::new()),
                 early_backends: Mutex::new(HashMap::new()),
+                draining: watch::Sender::new(false),
+                forced: watch::Sender::new(false),
+                connections: watch::Sender::new(0),
             }),
+        }
+    }
+
+    /// Whether [`Activator::shutdown`] has started.
+    pub fn is_draining(&self) -> bool {
+        *self.shared.draining.borrow()
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        *self.shared.connections.borrow()
+    }
+
+    /// Graceful shutdown: stop accepting connections, let held requests
+    /// (which may still see a wake) and proxied ones finish, each within its
+    /// own `coldStartTimeout` and all within `grace`; then answer whatever is
+    /// left with 503 + Retry-After instead of dropping the connection.
+    /// Returns once every client connection closed (or a short flush bound).
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared.draining.send_replace(true);
+        let mut open = self.shared.connections.subscribe();
+        let done = tokio::time::timeout(grace, closed(&mut open)).await;
+        if done.is_err() {
+            tracing::info!(
+                connections = *open.borrow(),
+                "shutdown grace over; answering what is left with 503"
+            );
+            self.shared.forced.send_replace(true);
+            let _ = tokio::time::timeout(SHUTDOWN_FLUSH, closed(&mut open)).await;
         }
     }
 
@@ -276,6 +323,9 @@ impl Activator {
         settings: AppSettings,
     ) -> Result<SocketAddr, Error> {
         let addr = SocketAddr::new(self.shared.config.listen_ip, port);
+        if self.is_draining() {
+            return Err(Error::Draining);
+        }
         if let Some(app) = self.app_on(port) {
             if app.key == key {
                 *app.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
@@ -284,9 +334,7 @@ impl Activator {
             }
             self.remove_app(port);
         }
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
+        let listener = listen(addr).map_err(|source| Error::Bind { addr, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
@@ -394,6 +442,11 @@ impl Activator {
             .cloned()
     }
 
+    /// The app listened for on `port`.
+    pub fn app_key_on(&self, port: u16) -> Option<AppKey> {
+        self.app_on(port).map(|a| a.key.clone())
+    }
+
     fn app(&self, key: &AppKey) -> Option<Arc<App>> {
         let port = *self
             .shared
@@ -488,12 +541,50 @@ fn apply_backends(app: &App, b: Backends) {
     }
 }
 
+/// A listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as tokio's `bind`).
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Until the flag is set (the `Ref` of `wait_for` is not `Send`).
+async fn set(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|v| *v).await;
+}
+
+/// Until no client connection is open.
+async fn closed(open: &mut watch::Receiver<usize>) {
+    let _ = open.wait_for(|n| *n == 0).await;
+}
+
+/// Counts an open client connection.
+struct ConnectionGuard(Arc<Shared>);
+
+impl ConnectionGuard {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.connections.send_modify(|n| *n += 1);
+        ConnectionGuard(shared.clone())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
     app: Arc<App>,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut draining = shared.draining.subscribe();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -505,8 +596,12 @@ async fn accept_loop(
                 }
             },
             _ = stop.changed() => return,
+            // Shutdown: the listener closes; connections already accepted are served.
+            _ = set(&mut draining) => return,
         };
         let _ = stream.set_nodelay(true);
+        let guard = ConnectionGuard::new(&shared);
+        let mut draining = shared.draining.subscribe();
         let shared = shared.clone();
         let app = app.clone();
         tokio::spawn(async move {
@@ -515,11 +610,20 @@ async fn accept_loop(
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(handle(&shared, &app, req, peer).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = set(&mut draining) => {
+                    // Finish the request in progress (if any), then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(guard);
         });
     }
 }
@@ -598,6 +702,7 @@ async fn handle(
     let mut queued: Option<PendingGuard<'_>> = None;
     let mut waited = false;
     let mut retried = false;
+    let mut forced = shared.forced.subscribe();
 
     loop {
         let backend = match app.live_or_enqueue() {
@@ -619,16 +724,19 @@ async fn handle(
                 }
                 waited = true;
                 start_dialing(shared, app);
-                match tokio::time::timeout_at(deadline.into(), released).await {
-                    Ok(_) => continue,
-                    Err(_) => {
-                        shared.metrics.outcome("timeout");
-                        return local(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Some(5),
-                            "the app did not start in time\n".into(),
-                        );
-                    }
+                tokio::select! {
+                    woken = tokio::time::timeout_at(deadline.into(), released) => match woken {
+                        Ok(_) => continue,
+                        Err(_) => {
+                            shared.metrics.outcome("timeout");
+                            return local(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                Some(5),
+                                "the app did not start in time\n".into(),
+                            );
+                        }
+                    },
+                    _ = set(&mut forced) => return shutting_down(shared),
                 }
             }
         };
@@ -644,7 +752,11 @@ async fn handle(
         // The head of an idempotent, body-less request, for its single retry.
         let replay = (!retried && proxy::replayable(&request)).then(|| proxy::clone_head(&request));
         // A replay goes on a fresh connection: the reused one just failed.
-        match proxy::forward(request, &app.pool, backend, peer, !retried).await {
+        let forwarded = tokio::select! {
+            r = proxy::forward(request, &app.pool, backend, peer, !retried) => r,
+            _ = set(&mut forced) => return shutting_down(shared),
+        };
+        match forwarded {
             Ok((resp, conn)) => {
                 drop(queued.take());
                 let connection = match conn {
@@ -694,6 +806,16 @@ async fn handle(
             }
         }
     }
+}
+
+/// The answer to a request still unanswered when the shutdown grace ends.
+fn shutting_down(shared: &Shared) -> Response<Body> {
+    shared.metrics.outcome("shutdown");
+    local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some(1),
+        "the activator is shutting down\n".into(),
+    )
 }
 
 /// Start the app's dial loop (and demand renewal) unless it runs.

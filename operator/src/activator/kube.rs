@@ -290,6 +290,36 @@ pub fn route_annotations(port: u16, settings: &crate::scale::Settings) -> BTreeM
     ])
 }
 
+/// One route per port in `range`. Two apps on one port (two operators
+/// allocating from one activator's port space) are a conflict: the app
+/// already listening keeps the port, else the first by namespace/name, so
+/// the listener never flaps between them. Returns the contested ports too.
+pub fn routes_by_port<'a>(
+    routes: impl Iterator<Item = &'a Route>,
+    range: &std::ops::RangeInclusive<u16>,
+    current: impl Fn(u16) -> Option<AppKey>,
+) -> (HashMap<u16, &'a Route>, BTreeMap<u16, Vec<AppKey>>) {
+    let mut by_port: BTreeMap<u16, Vec<&Route>> = BTreeMap::new();
+    for r in routes.filter(|r| range.contains(&r.port)) {
+        by_port.entry(r.port).or_default().push(r);
+    }
+    let mut wanted = HashMap::new();
+    let mut conflicts = BTreeMap::new();
+    for (port, mut rs) in by_port {
+        rs.sort_by(|a, b| a.app.cmp(&b.app));
+        if rs.len() > 1 {
+            conflicts.insert(port, rs.iter().map(|r| r.app.clone()).collect());
+        }
+        let now = current(port);
+        let kept = rs
+            .iter()
+            .find(|r| Some(&r.app) == now.as_ref())
+            .unwrap_or(&rs[0]);
+        wanted.insert(port, *kept);
+    }
+    (wanted, conflicts)
+}
+
 /// Keep the activator's listeners in line with Spindle's Services. Calls
 /// `on_synced` once the first full list has been applied. A port that
 /// disappears keeps its listener for `linger` (stale kube-proxy rules).
@@ -336,11 +366,25 @@ pub async fn sync_routes(
         if !changed {
             continue;
         }
-        let wanted: HashMap<u16, &Route> = routes
-            .values()
-            .filter(|r| range.contains(&r.port))
-            .map(|r| (r.port, r))
-            .collect();
+        if activator.is_draining() {
+            // Shutting down: no new listeners.
+            return;
+        }
+        let (wanted, conflicts) =
+            routes_by_port(routes.values(), &range, |port| activator.app_key_on(port));
+        activator
+            .metrics()
+            .port_conflicts
+            .set(conflicts.len() as i64);
+        for (port, apps) in &conflicts {
+            tracing::warn!(
+                port,
+                apps = ?apps.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                kept = %wanted[port].app,
+                "several apps claim one activator port (two operators sharing one activator?); \
+                 only the kept app is served on it"
+            );
+        }
         for r in wanted.values() {
             if let Err(error) = activator.add_app(r.port, r.app.clone(), r.settings).await {
                 tracing::error!(%error, app = %r.app, "cannot listen for app");

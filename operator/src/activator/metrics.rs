@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 /// `outcome` of a request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `proxied`, `cold`, `timeout`, `queue_full`, `upstream_error`, `probe`.
+    /// `proxied`, `cold`, `timeout`, `queue_full`, `upstream_error`, `probe`,
+    /// `shutdown` (unanswered when the shutdown grace ended).
     pub outcome: &'static str,
 }
 
@@ -43,6 +44,7 @@ pub struct ActivatorMetrics {
     pub(crate) listeners: Gauge<i64, AtomicI64>,
     pub(crate) retries: Counter,
     pub(crate) upstream: Family<ConnectionLabels, Counter>,
+    pub(crate) port_conflicts: Gauge<i64, AtomicI64>,
 }
 
 impl std::fmt::Debug for ActivatorMetrics {
@@ -69,6 +71,7 @@ impl ActivatorMetrics {
         let listeners = Gauge::<i64, AtomicI64>::default();
         let retries = Counter::default();
         let upstream = Family::<ConnectionLabels, Counter>::default();
+        let port_conflicts = Gauge::<i64, AtomicI64>::default();
         registry.register("requests", "Requests by outcome", requests.clone());
         registry.register(
             "pending_requests",
@@ -101,6 +104,11 @@ impl ActivatorMetrics {
             "Requests answered by a pod, by connection (reused keep-alive or new)",
             upstream.clone(),
         );
+        registry.register(
+            "port_conflicts",
+            "Activator ports claimed by more than one app (e.g. two operators sharing one activator)",
+            port_conflicts.clone(),
+        );
         ActivatorMetrics {
             registry: Arc::new(registry),
             requests,
@@ -111,6 +119,7 @@ impl ActivatorMetrics {
             listeners,
             retries,
             upstream,
+            port_conflicts,
         }
     }
 

@@ -17,6 +17,8 @@
 //! - Idle keep-alive connections to pods are reused (see [`pool`]); a request
 //!   goes to another connection only if no byte of it was written.
 //! - After `coldStartTimeout` a held request gets `503` + `Retry-After: 5`.
+//! - Shutdown ([`Activator::shutdown`]): listeners close, held and in-flight
+//!   requests finish within a grace; what is left gets `503` + `Retry-After: 1`.
 
 mod admin;
 mod core;

@@ -57,6 +57,17 @@ pub struct ActivatorArgs {
     )]
     pub shutdown_delay_seconds: u64,
 
+    /// After the delay, seconds at most to let held and in-flight requests
+    /// finish (each also bounded by its app's coldStartTimeout); what is left
+    /// then gets 503 + Retry-After. Keep delay + grace + 5 under the pod's
+    /// terminationGracePeriodSeconds (the chart sets delay + 30).
+    #[arg(
+        long,
+        env = "SPINDLE_ACTIVATOR_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 25
+    )]
+    pub shutdown_grace_seconds: u64,
+
     /// This pod's identity in demand Leases (default: `POD_NAME`, else the host name).
     #[arg(long, env = "SPINDLE_ACTIVATOR_IDENTITY")]
     pub identity: Option<String>,
@@ -156,6 +167,15 @@ pub async fn run(args: ActivatorArgs) -> anyhow::Result<()> {
     );
     ready.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(args.shutdown_delay_seconds)).await;
+    tracing::info!(
+        grace = args.shutdown_grace_seconds,
+        connections = activator.open_connections(),
+        pending = activator.pending_global(),
+        "no longer accepting; finishing held and in-flight requests"
+    );
+    activator
+        .shutdown(Duration::from_secs(args.shutdown_grace_seconds))
+        .await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())

@@ -702,3 +702,217 @@ async fn connections_to_a_pod_that_left_are_dropped() {
     a.set_backends(&key(), Backends::default());
     assert_eq!(a.idle_upstream(&key()), 0);
 }
+
+/// Soft limit of open files of this process.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_burst_beyond_1024_connects_never_waits_for_a_syn_retransmit() {
+    const BURST: usize = 1500;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if somaxconn < BURST {
+        eprintln!(
+            "SKIP: net.core.somaxconn is {somaxconn} (< {BURST}); the kernel caps the backlog"
+        );
+        return;
+    }
+    if open_files_limit().is_none_or(|n| n < BURST + 256) {
+        eprintln!("SKIP: the open files limit is below {}", BURST + 256);
+        return;
+    }
+    // The listener of add_app, never accepting: its accept queue alone must
+    // hold the burst (as when the accept loop lags). With tokio's default
+    // backlog (1024) connect #1026 on waits for a SYN retransmit (>= 1 s).
+    let listener = super::core::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..BURST {
+        set.spawn(async move {
+            let start = std::time::Instant::now();
+            let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
+            (start.elapsed(), s.map(|r| r.is_ok()).unwrap_or(false))
+        });
+    }
+    let mut slow = 0;
+    let mut failed = 0;
+    let mut worst = Duration::ZERO;
+    while let Some(r) = set.join_next().await {
+        let (took, ok) = r.unwrap();
+        worst = worst.max(took);
+        slow += usize::from(took > Duration::from_millis(500));
+        failed += usize::from(!ok);
+    }
+    assert_eq!(failed, 0, "connects failed");
+    assert_eq!(slow, 0, "connects slower than 500 ms (worst {worst:?})");
+    drop(listener);
+}
+
+/// `n` GETs held by `addr` (no backend listens yet).
+async fn hold(a: &Activator, addr: SocketAddr, n: usize) -> Vec<tokio::task::JoinHandle<Reply>> {
+    let clients = (0..n)
+        .map(|_| tokio::spawn(async move { send(addr, "GET", "", "").await }))
+        .collect();
+    wait_until(|| a.pending_global() as usize == n).await;
+    clients
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_serves_held_requests_woken_during_the_grace() {
+    let settings = AppSettings {
+        cold_start_timeout: Duration::from_secs(30),
+        ..AppSettings::default()
+    };
+    let (a, addr, _) = activator(settings, 1000).await;
+    let pod = free_port().await;
+    a.set_backends(
+        &key(),
+        Backends {
+            ready: vec![],
+            not_ready: vec![pod],
+        },
+    );
+    let clients = hold(&a, addr, 50).await;
+    let shutdown = tokio::spawn({
+        let a = a.clone();
+        async move { a.shutdown(Duration::from_secs(10)).await }
+    });
+    // New connections are refused once the listener closed.
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "still accepting after shutdown started");
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown returned with requests held"
+    );
+
+    // The wake arrives during the grace period.
+    let seen = backend(pod, Mode::Ok).await;
+    for c in clients {
+        let reply = c.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.headers);
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 50);
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown did not return once everything was answered")
+        .unwrap();
+    assert_eq!(a.open_connections(), 0);
+    assert!(matches!(
+        a.add_app(0, AppKey::new("apps", "other"), settings).await,
+        Err(Error::Draining)
+    ));
+}
+
+#[tokio::test]
+async fn shutdown_answers_requests_still_held_after_the_grace_with_503() {
+    let settings = AppSettings {
+        cold_start_timeout: Duration::from_secs(30),
+        ..AppSettings::default()
+    };
+    let (a, addr, _) = activator(settings, 1000).await;
+    let pod = free_port().await;
+    a.set_backends(
+        &key(),
+        Backends {
+            ready: vec![],
+            not_ready: vec![pod],
+        },
+    );
+    let clients = hold(&a, addr, 50).await;
+    let start = std::time::Instant::now();
+    a.shutdown(Duration::from_millis(700)).await;
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(700),
+        "returned after {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "returned after {took:?}");
+    for c in clients {
+        // A reset or a close without an answer would show as status 0.
+        let reply = c.await.unwrap();
+        assert_eq!(reply.status, 503, "{}", reply.headers);
+        assert!(
+            reply.headers.contains("retry-after: 1"),
+            "{}",
+            reply.headers
+        );
+    }
+    assert_eq!(a.metrics().requests_with("shutdown"), 50);
+    assert_eq!(a.open_connections(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_proxied_request_finish() {
+    let (a, addr, _) = activator(AppSettings::default(), 100).await;
+    // A pod that answers 500 ms after reading the request.
+    let pod = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pod_addr = pod.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = pod.accept().await.unwrap();
+        read_request(&mut s).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+            .await;
+    });
+    a.set_backends(
+        &key(),
+        Backends {
+            ready: vec![pod_addr],
+            not_ready: vec![],
+        },
+    );
+    let client = tokio::spawn(async move { send(addr, "POST", "", "x").await });
+    wait_until(|| a.open_connections() == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.shutdown(Duration::from_secs(5)).await;
+    let reply = client.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.headers);
+    assert_eq!(reply.body, "slow");
+}
+
+#[test]
+fn two_apps_on_one_port_are_a_reported_conflict_and_the_listener_keeps_its_app() {
+    use super::kube::{Route, routes_by_port};
+    let route = |ns: &str, name: &str, port| Route {
+        app: AppKey::new(ns, name),
+        port,
+        settings: AppSettings::default(),
+    };
+    let routes = [
+        route("team-b", "web", 20000),
+        route("team-a", "api", 20000),
+        route("team-a", "solo", 20001),
+        route("team-a", "outside", 30000),
+    ];
+    let range = 20000..=29999;
+    let (wanted, conflicts) = routes_by_port(routes.iter(), &range, |_| None);
+    assert_eq!(wanted.len(), 2);
+    assert_eq!(wanted[&20000].app, AppKey::new("team-a", "api"));
+    assert_eq!(
+        conflicts.get(&20000),
+        Some(&vec![
+            AppKey::new("team-a", "api"),
+            AppKey::new("team-b", "web")
+        ])
+    );
+    assert_eq!(conflicts.len(), 1);
+    // The app already listening keeps the port: no flapping between the two.
+    let (wanted, _) = routes_by_port(routes.iter(), &range, |p| {
+        (p == 20000).then(|| AppKey::new("team-b", "web"))
+    });
+    assert_eq!(wanted[&20000].app, AppKey::new("team-b", "web"));
+}
