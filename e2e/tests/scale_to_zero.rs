@@ -676,16 +676,22 @@ spec:
         let apps: Api<SpinApp> = ns.api();
         let deployments: Api<Deployment> = ns.api();
         ns.apply_yaml(&app_yaml("lonely", 1)).await.expect("app");
-        let app = wait_for("lonely to report ActivatorUnavailable", TIMEOUT, || async {
-            let app = apps.get_opt("lonely").await.ok()??;
-            let s = app.status.as_ref()?.scale_to_zero.as_ref()?;
-            (s.state.as_deref() == Some("Serving")
-                && s.reason.as_deref() == Some("ActivatorUnavailable"))
-            .then_some(app)
-        })
+        // The reason appears with the first status, before the pod is up: wait for
+        // both, then check Ready holds while the app is refused a scale-down.
+        wait_for(
+            "lonely Ready and reporting ActivatorUnavailable",
+            TIMEOUT,
+            || async {
+                let app = apps.get_opt("lonely").await.ok()??;
+                let s = app.status.as_ref()?.scale_to_zero.as_ref()?;
+                (s.state.as_deref() == Some("Serving")
+                    && s.reason.as_deref() == Some("ActivatorUnavailable")
+                    && ready(&app).map(|r| r.0) == Some("True"))
+                .then_some(())
+            },
+        )
         .await
         .unwrap();
-        assert_eq!(ready(&app).map(|r| r.0), Some("True"));
         // Past the idle timeout (4 s) and the observation window: still serving.
         tokio::time::sleep(Duration::from_secs(8)).await;
         assert_eq!(
