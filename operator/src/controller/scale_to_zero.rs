@@ -885,14 +885,21 @@ async fn dataplane_probe(
     // and 0.2 % for ten; each miss is one GET to the app.
     let ready = app.status.as_ref().map_or(0, |s| s.ready_replicas.max(0)) as usize;
     let attempts = (8 * (ready + 1)).min(64);
+    // The probe runs inside a reconcile: bound it as a whole, so an unrouted
+    // ClusterIP (every connect timing out) costs seconds, not attempts x timeout.
+    let deadline = Instant::now() + Duration::from_secs(6);
     let mut last = None;
     for _ in 0..attempts {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
         match observe::dataplane_probe(
             addr,
             &uid,
             &key.namespace,
             &key.name,
-            Duration::from_secs(2),
+            left.min(Duration::from_secs(2)),
         )
         .await
         {
