@@ -34,6 +34,7 @@ pub async fn reconcile(executor: Arc<SpinAppExecutor>, ctx: Arc<Context>) -> Res
     let ns = executor
         .namespace()
         .ok_or(Error::IncompleteObject("metadata.namespace"))?;
+    ctx.caches_synced().await?;
     let api: Api<SpinAppExecutor> = ctx.api(&ns);
     let key = object_key(executor.as_ref());
     let result = finalizer(&api, FINALIZER, executor, |event| async {

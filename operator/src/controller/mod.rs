@@ -129,6 +129,10 @@ pub enum Error {
     /// An object lacks metadata the apiserver always sets.
     #[error("object without {0}")]
     IncompleteObject(&'static str),
+    /// A cache the reconcile reads has not finished its first list; retried
+    /// with backoff (a missing list/watch permission keeps it here).
+    #[error("the {0} cache has not finished its first list within {CACHE_SYNC_WAIT:?}")]
+    CacheNotSynced(&'static str),
 }
 
 impl Error {
@@ -142,6 +146,7 @@ impl Error {
             Error::ExecutorInUse(_) => "executor_in_use".into(),
             Error::Finalizer(_) => "finalizer".into(),
             Error::IncompleteObject(_) => "incomplete_object".into(),
+            Error::CacheNotSynced(_) => "cache_not_synced".into(),
         }
     }
 }
@@ -182,7 +187,70 @@ pub struct Context {
     pub scale: Arc<scale_to_zero::Shared>,
 }
 
+/// How long a reconcile waits for the caches it reads (see [`Context::caches_synced`]).
+pub const CACHE_SYNC_WAIT: Duration = Duration::from_secs(30);
+
 impl Context {
+    /// Wait until every cache a reconcile reads has finished its first list.
+    /// Before that an empty cache reads as "the executor does not exist", and
+    /// the app would get a wrong condition (and no trigger when the cache
+    /// fills, because the watch's initial objects pass before the store swaps
+    /// them in). Waiting inside a reconcile is safe: the controller keeps
+    /// polling its watch streams while reconciles run.
+    pub async fn caches_synced(&self) -> Result<(), Error> {
+        async fn ready<K>(store: &Store<K>, name: &'static str) -> Result<(), &'static str>
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            store.wait_until_ready().await.map_err(|_| name)
+        }
+        let all = async {
+            let (a, b, c, d, e, f) = futures::join!(
+                ready(&self.apps, "SpinApp"),
+                ready(&self.deployments, "Deployment"),
+                ready(&self.services, "Service"),
+                ready(&self.secrets, "Secret"),
+                ready(&self.executors, "SpinAppExecutor"),
+                ready(&self.runtime_classes, "RuntimeClass"),
+            );
+            a.and(b).and(c).and(d).and(e).and(f)?;
+            match &self.legacy_apps {
+                Some(store) => ready(store, "legacy SpinApp").await,
+                None => Ok(()),
+            }
+        };
+        match tokio::time::timeout(CACHE_SYNC_WAIT, all).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(name)) => Err(Error::CacheNotSynced(name)),
+            Err(_) => Err(Error::CacheNotSynced(self.first_unsynced())),
+        }
+    }
+
+    /// The name of a cache that is not synced yet (for the error message).
+    fn first_unsynced(&self) -> &'static str {
+        fn synced<K>(store: &Store<K>) -> bool
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+        }
+        if !synced(&self.apps) {
+            "SpinApp"
+        } else if !synced(&self.deployments) {
+            "Deployment"
+        } else if !synced(&self.services) {
+            "Service"
+        } else if !synced(&self.secrets) {
+            "Secret"
+        } else if !synced(&self.executors) {
+            "SpinAppExecutor"
+        } else if !synced(&self.runtime_classes) {
+            "RuntimeClass"
+        } else {
+            "legacy SpinApp"
+        }
+    }
+
     /// An API for a namespaced kind in `namespace`.
     pub fn api<K>(&self, namespace: &str) -> Api<K>
     where

@@ -72,6 +72,7 @@ async fn reconcile_inner(app: &SpinApp, ctx: &Context) -> Result<Action, Error> 
         .ok_or(Error::IncompleteObject("metadata.namespace"))?;
     let name = app.name_any();
     let uid = app.uid().ok_or(Error::IncompleteObject("metadata.uid"))?;
+    ctx.caches_synced().await?;
     if app.meta().deletion_timestamp.is_some() {
         // Children carry ownerReferences: the garbage collector removes them.
         ctx.references.remove(&ns, &name);
