@@ -2321,11 +2321,43 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
         (d["status"]["readyReplicas"].as_i64() == Some(replicas)).then_some(())?;
         cp.exists(&["service", name, "-n", "apps"]).then_some(())
     };
+    // On a timeout: what the app, its Deployment and pods say, and the operator's log.
+    let explain = |name: &str, replicas: i64| {
+        let get = |args: &[&str]| {
+            let out = cp.try_kubectl(args);
+            format!("{}{}", out.stdout, out.stderr)
+        };
+        let log = operator.log();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "SpinApp {name} to converge with {replicas} ready\n--- app status:\n{}\n--- deployment status:\n{}\n--- pods:\n{}\n--- operator log (last 150 lines):\n{}",
+            get(&[
+                "get",
+                "spinapp",
+                name,
+                "-n",
+                "apps",
+                "-o",
+                "jsonpath={.status}"
+            ]),
+            get(&[
+                "get",
+                "deployment",
+                name,
+                "-n",
+                "apps",
+                "-o",
+                "jsonpath={.status}"
+            ]),
+            get(&["get", "pods", "-n", "apps", "-o", "wide"]),
+            lines[lines.len().saturating_sub(150)..].join("\n"),
+        )
+    };
     for (name, replicas) in ROLLED_OUT {
-        wait_until(
-            &format!("SpinApp {name} to converge with {replicas} ready"),
+        wait_until_or(
             Duration::from_secs(180),
             || converged(name, replicas),
+            || explain(name, replicas),
         );
     }
     wait_until(

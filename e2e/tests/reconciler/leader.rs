@@ -2,7 +2,6 @@
 //! the leader writes; when it stops, the other takes over.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -53,11 +52,34 @@ fn app_writes(body: &str) -> f64 {
 struct Replica {
     child: tokio::process::Child,
     port: u16,
+    identity: String,
+    log: PathBuf,
+}
+
+/// A failing test shows what each replica logged (the log files stay for a look).
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(200)..].join("\n");
+            eprintln!(
+                "---- {} log ({}), last {} lines ----\n{tail}",
+                self.identity,
+                self.log.display(),
+                lines.len().min(200)
+            );
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
 }
 
 impl Replica {
     fn start(ns: &str, identity: &str) -> Self {
         let port = free_port();
+        let log = std::env::temp_dir().join(format!("spindle-{ns}-{identity}.log"));
+        let log_file = std::fs::File::create(&log).expect("creating the replica's log file");
         let child = tokio::process::Command::new(binary())
             .args([
                 "run",
@@ -76,15 +98,20 @@ impl Replica {
                 "--http-addr",
                 &format!("127.0.0.1:{port}"),
                 "--log-level",
-                "info",
+                "info,spindle=debug",
             ])
             .env("KUBECONFIG", kubeconfig_path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
             .expect("starting the spindle binary");
-        Self { child, port }
+        Self {
+            child,
+            port,
+            identity: identity.to_owned(),
+            log,
+        }
     }
 
     async fn metrics(&self) -> String {
@@ -99,7 +126,7 @@ impl Replica {
     }
 
     /// SIGTERM (graceful: releases the lease) and wait for the exit.
-    async fn terminate(mut self) -> std::process::ExitStatus {
+    async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running").to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -116,13 +143,13 @@ impl Replica {
 #[tokio::test]
 async fn only_the_leader_reconciles() {
     let ns = namespace_with_executor().await;
-    let a = Replica::start(&ns.name, "replica-a");
+    let mut a = Replica::start(&ns.name, "replica-a");
     wait_for("replica-a to lead", TIMEOUT, || async {
         a.is_leader().await.then_some(())
     })
     .await
     .unwrap();
-    let b = Replica::start(&ns.name, "replica-b");
+    let mut b = Replica::start(&ns.name, "replica-b");
     wait_for("replica-b to be ready as a standby", TIMEOUT, || async {
         (http_get_local(b.port, "/readyz").await?.0 == 200).then_some(())
     })
