@@ -532,6 +532,8 @@ spec:
             .unwrap();
         assert_eq!(s.activator_port, Some(i32::from(port)));
         assert!(s.last_scale_down_time.is_some());
+        assert_eq!(op.metrics.scale_transitions("down"), 1);
+        assert_eq!(op.metrics.scale_transitions("up"), 0);
         let d = deployments.get("sleepy").await.unwrap();
         assert_eq!(d.spec.replicas, Some(0));
         let pod = d.spec.template.spec.as_ref().unwrap();
@@ -649,6 +651,15 @@ spec:
                 .unwrap()
                 .last_wake_time
                 .is_some()
+        );
+        assert_eq!(op.metrics.scale_transitions("up"), 1);
+        assert_eq!(op.metrics.scale_transitions("down"), 1);
+        assert!(
+            op.metrics
+                .encode()
+                .contains("spindle_scale_to_zero_transitions_total{direction=\"up\"} 1"),
+            "{}",
+            op.metrics.encode()
         );
         drop(held);
         let wake_writes = settle(&op.metrics, Duration::from_secs(2)).await - wake_start;

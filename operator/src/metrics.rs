@@ -6,6 +6,9 @@
 //! - `spindle_leader`: 1 while this replica holds the leader lease.
 //! - `spindle_kubernetes_requests_total{verb,resource}`: requests this process sent to the
 //!   apiserver (counted by a tower layer on the client, see [`Metrics::count_requests`]).
+//! - `spindle_scale_to_zero_transitions_total{direction}`: apps this replica scaled to
+//!   zero (`down`) or woke (`up`); with the activator's `spindle_activator_*` metrics it
+//!   shows how often apps cold-start.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -34,6 +37,13 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// A scale-to-zero transition: `down` (to zero) or `up` (woken).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// `down` or `up`.
+    pub direction: &'static str,
+}
+
 /// One request to the apiserver, by verb and resource.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -52,6 +62,7 @@ pub struct Metrics {
     duration: Family<ControllerLabels, Histogram>,
     leader: Gauge<i64, AtomicI64>,
     requests: Family<RequestLabels, Counter>,
+    transitions: Family<TransitionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -77,6 +88,7 @@ impl Metrics {
         );
         let leader = Gauge::<i64, AtomicI64>::default();
         let requests = Family::<RequestLabels, Counter>::default();
+        let transitions = Family::<TransitionLabels, Counter>::default();
         registry.register("reconcile", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -99,6 +111,11 @@ impl Metrics {
             "Requests sent to the Kubernetes apiserver, by verb and resource",
             requests.clone(),
         );
+        registry.register(
+            "scale_to_zero_transitions",
+            "Apps scaled to zero (direction=down) or woken (direction=up) by this replica",
+            transitions.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,
@@ -106,6 +123,7 @@ impl Metrics {
             duration,
             leader,
             requests,
+            transitions,
         }
     }
 
@@ -133,6 +151,21 @@ impl Metrics {
     pub fn reconciles(&self, controller: &'static str) -> u64 {
         self.reconciles
             .get(&ControllerLabels { controller })
+            .map(|c| c.get())
+            .unwrap_or(0)
+    }
+
+    /// Count an app scaled to zero (`down`) or woken (`up`).
+    pub fn scale_transition(&self, direction: &'static str) {
+        self.transitions
+            .get_or_create(&TransitionLabels { direction })
+            .inc();
+    }
+
+    /// Scale-to-zero transitions counted so far in `direction` (used by tests).
+    pub fn scale_transitions(&self, direction: &'static str) -> u64 {
+        self.transitions
+            .get(&TransitionLabels { direction })
             .map(|c| c.get())
             .unwrap_or(0)
     }

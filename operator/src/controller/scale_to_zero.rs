@@ -978,6 +978,7 @@ pub async fn finish(plan: Plan, app: &SpinApp, ctx: &Context) -> Result<Finished
         last_wake_time: previous.last_wake_time.clone(),
     };
     if plan.performed.contains(&Action::ScaleToZero) {
+        ctx.metrics.scale_transition("down");
         status.last_scale_down_time = Some(now.clone());
         status.last_activity_time = plan.last_activity.and_then(whole_seconds);
         ctx.publish(
@@ -990,6 +991,7 @@ pub async fn finish(plan: Plan, app: &SpinApp, ctx: &Context) -> Result<Finished
         .await;
     }
     if let Some(Action::Wake(n)) = plan.performed.iter().find(|a| matches!(a, Action::Wake(_))) {
+        ctx.metrics.scale_transition("up");
         status.last_wake_time = Some(now.clone());
         let why = match decision.refusal {
             Some(Refusal::ActivatorUnavailable) => "no activator is ready",
