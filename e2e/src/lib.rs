@@ -15,6 +15,7 @@
 //! ```
 
 pub mod registry;
+pub mod scenario;
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};

@@ -23,10 +23,8 @@
 //! (the tier's state dir: `$SPINDLE_NETNS_STATE`, default `<repo>/.spindle/cp-netns`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail, ensure};
@@ -37,131 +35,73 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use spindle_e2e::{TestNamespace, repo_root, wait_for};
+use spindle_e2e::scenario::{Args, Outcome, Selection, Summary};
+use spindle_e2e::{TestNamespace, repo_root, scenarios, wait_for};
 use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------
 
-enum Outcome {
-    Passed,
-    Skipped(String),
-}
-
-type Run = fn() -> Pin<Box<dyn Future<Output = anyhow::Result<Outcome>> + Send>>;
-
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        [$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = _> + Send>>) as Run)),*]
-    };
-}
-
+/// Set for the copy of this binary that `enter_tier` runs inside the namespace.
 const INSIDE_ENV: &str = "SPINDLE_NETNS_INSIDE";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let list = args.iter().any(|a| a == "--list");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let all = tests![
-        harness_kwok_leaves_ready_to_the_pod_runtime,
-        harness_service_answers_through_the_proxy,
-        harness_proxy_lag_is_honoured,
-        harness_terminating_pod_drains_then_stops,
-        harness_pod_crashing_after_ready_restarts,
-        stz_a_burst_of_2000_at_zero,
-        stz_b_trickle_across_idle_timeout,
-        stz_c_forced_scale_down_racing_a_burst,
-        stz_d_requests_during_the_last_pods_drain,
-        stz_e_operator_leader_killed_during_a_wake,
-        stz_f_activator_stopped_gracefully_while_holding,
-        stz_f2_activator_killed_while_holding,
-        stz_g_two_proxies_0s_and_10s_lag,
-        stz_h_pod_crashing_right_after_ready,
-    ];
-    let selected: Vec<_> = all
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    if list {
-        for (name, _) in &selected {
-            println!("{name}: test");
-        }
+    let args = Args::from_env();
+    let selection = Selection::new(
+        &scenarios![
+            harness_kwok_leaves_ready_to_the_pod_runtime,
+            harness_service_answers_through_the_proxy,
+            harness_proxy_lag_is_honoured,
+            harness_terminating_pod_drains_then_stops,
+            harness_pod_crashing_after_ready_restarts,
+            stz_a_burst_of_2000_at_zero,
+            stz_b_trickle_across_idle_timeout,
+            stz_c_forced_scale_down_racing_a_burst,
+            stz_d_requests_during_the_last_pods_drain,
+            stz_e_operator_leader_killed_during_a_wake,
+            stz_f_activator_stopped_gracefully_while_holding,
+            stz_f2_activator_killed_while_holding,
+            stz_g_two_proxies_0s_and_10s_lag,
+            stz_h_pod_crashing_right_after_ready,
+        ],
+        &args,
+    );
+    if args.list {
+        selection.list();
         return;
     }
-    let filtered_out = all.len() - selected.len();
 
     if std::env::var_os(INSIDE_ENV).is_none() {
-        match enter_tier(&args) {
+        match enter_tier(&args.raw) {
             Ok(code) => std::process::exit(code),
             Err(reason) => {
                 let required = std::env::var("SPINDLE_NETNS_REQUIRED").is_ok_and(|v| v == "1");
-                println!("\nrunning {} tests", selected.len());
-                for (name, _) in &selected {
+                selection.announce("tests");
+                let mut summary = Summary::new(selection.filtered_out);
+                for name in selection.names() {
                     if required {
+                        summary.failed += 1;
                         println!("test {name} ... FAILED: {reason}");
                     } else {
+                        summary.ignored += 1;
                         println!("test {name} ... SKIPPED: {reason}");
                     }
                 }
-                let n = selected.len();
-                let (failed, ignored) = if required { (n, 0) } else { (0, n) };
-                println!(
-                    "\ntest result: {}. 0 passed; {failed} failed; {ignored} ignored; 0 measured; {filtered_out} filtered out\n",
-                    if failed == 0 { "ok" } else { "FAILED" }
-                );
-                std::process::exit(i32::from(failed > 0));
+                summary.print();
+                summary.exit();
             }
         }
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    println!("\nrunning {} tests", selected.len());
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    let mut failures = Vec::new();
+    selection.announce("tests");
     if let Err(e) = check_inside() {
         println!("netns tier unusable: {e:#}");
         std::process::exit(1);
     }
-    for (name, run) in selected {
-        let started = Instant::now();
-        eprintln!("--- {name}");
-        let result = rt.block_on(async {
-            match tokio::time::timeout(Duration::from_secs(10 * 60), tokio::spawn(run())).await {
-                Err(_) => Err(anyhow::anyhow!("timed out after 10 minutes")),
-                Ok(Err(join)) => Err(anyhow::anyhow!("panicked: {join}")),
-                Ok(Ok(r)) => r,
-            }
-        });
-        let secs = started.elapsed().as_secs_f32();
-        match result {
-            Ok(Outcome::Passed) => {
-                passed += 1;
-                println!("test {name} ... ok ({secs:.1}s)");
-            }
-            Ok(Outcome::Skipped(reason)) => {
-                skipped += 1;
-                println!("test {name} ... SKIPPED: {reason}");
-            }
-            Err(e) => {
-                failed += 1;
-                println!("test {name} ... FAILED ({secs:.1}s)");
-                failures.push(format!("---- {name} ----\n{e:#}"));
-            }
-        }
-    }
-    if !failures.is_empty() {
-        println!("\nfailures:\n\n{}", failures.join("\n\n"));
-    }
-    println!(
-        "\ntest result: {}. {passed} passed; {failed} failed; {skipped} ignored; 0 measured; {filtered_out} filtered out\n",
-        if failed == 0 { "ok" } else { "FAILED" }
-    );
-    std::process::exit(i32::from(failed > 0));
+    let summary = selection.run("---", 10);
+    summary.print();
+    summary.exit();
 }
 
 /// Re-runs this binary inside the tier's namespace; its exit code, or why not.

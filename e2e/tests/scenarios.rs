@@ -21,9 +21,7 @@
 //! Usage: `cargo test -p spindle-e2e --test scenarios [-- FILTER...] [--list]`.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -36,101 +34,46 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use spindle::api::SpinApp;
+use spindle_e2e::scenario::{Args, Outcome, Selection};
 use spindle_e2e::{
-    TestNamespace, crd_established, http_get_local, kubeconfig_path, kubectl, repo_root, wait_for,
+    TestNamespace, crd_established, http_get_local, kubeconfig_path, kubectl, repo_root, scenarios,
+    wait_for,
 };
 
 // ---------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------
 
-/// What a scenario ended with (failures are errors or panics).
-enum Outcome {
-    Passed,
-    Skipped(String),
-}
-
-type Run = fn() -> Pin<Box<dyn Future<Output = anyhow::Result<Outcome>> + Send>>;
-
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        [$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = _> + Send>>) as Run)),*]
-    };
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let list = args.iter().any(|a| a == "--list");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let all = scenarios![
-        s1_helm_install_and_operator_ready,
-        s2_hello_rolls_out,
-        s2_hello_answers_http,
-        s3_kv_runtime_config_has_redis_url,
-        s3_kv_redis_round_trip,
-        s4_secret_change_rolls_pods,
-        s4_secret_change_app_still_answers,
-        s5_scale_subresource_to_three_ready_pods,
-        s6_not_a_spin_app_and_private_registry,
-        s7_scale_to_zero,
-        s8_delete_leaves_nothing,
-    ];
-    let selected: Vec<_> = all
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    if list {
-        for (name, _) in &selected {
-            println!("{name}: test");
-        }
+    let args = Args::from_env();
+    let selection = Selection::new(
+        &scenarios![
+            s1_helm_install_and_operator_ready,
+            s2_hello_rolls_out,
+            s2_hello_answers_http,
+            s3_kv_runtime_config_has_redis_url,
+            s3_kv_redis_round_trip,
+            s4_secret_change_rolls_pods,
+            s4_secret_change_app_still_answers,
+            s5_scale_subresource_to_three_ready_pods,
+            s6_not_a_spin_app_and_private_registry,
+            s7_scale_to_zero,
+            s8_delete_leaves_nothing,
+        ],
+        &args,
+    );
+    if args.list {
+        selection.list();
         return;
     }
-    let filtered_out = all.len() - selected.len();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    println!("\nrunning {} scenarios", selected.len());
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    let mut failures = Vec::new();
-    for (name, run) in selected {
-        let started = Instant::now();
-        eprintln!("--- scenario {name}");
-        let result = rt.block_on(async {
-            // A panic inside the task becomes a JoinError: a failure, not an abort.
-            match tokio::time::timeout(Duration::from_secs(15 * 60), tokio::spawn(run())).await {
-                Err(_) => Err(anyhow::anyhow!("timed out after 15 minutes")),
-                Ok(Err(join)) => Err(anyhow::anyhow!("panicked: {join}")),
-                Ok(Ok(r)) => r,
-            }
-        });
-        let secs = started.elapsed().as_secs_f32();
-        match result {
-            Ok(Outcome::Passed) => {
-                passed += 1;
-                println!("test {name} ... ok ({secs:.1}s)");
-            }
-            Ok(Outcome::Skipped(reason)) => {
-                skipped += 1;
-                println!("test {name} ... SKIPPED: {reason}");
-            }
-            Err(e) => {
-                failed += 1;
-                println!("test {name} ... FAILED ({secs:.1}s)");
-                failures.push(format!("---- {name} ----\n{e:#}"));
-            }
-        }
-    }
-    if !failures.is_empty() {
-        println!("\nfailures:\n\n{}", failures.join("\n\n"));
-    }
+    selection.announce("scenarios");
+    let summary = selection.run("--- scenario", 15);
+    summary.print();
     println!(
-        "\ntest result: {}. {passed} passed; {failed} failed; {skipped} ignored; 0 measured; {filtered_out} filtered out\n",
-        if failed == 0 { "ok" } else { "FAILED" }
+        "scenarios: {} passed, {} failed, {} skipped",
+        summary.passed, summary.failed, summary.ignored
     );
-    println!("scenarios: {passed} passed, {failed} failed, {skipped} skipped");
-    std::process::exit(i32::from(failed > 0));
+    summary.exit();
 }
 
 // ---------------------------------------------------------------------------
