@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 use super::kube::slice_backends;
 use super::*;
@@ -23,11 +24,18 @@ impl DemandSignal for RecordingDemand {
     }
 }
 
+/// The app every activator of these tests serves.
 fn key() -> AppKey {
     AppKey::new("apps", "hello")
 }
 
-async fn activator(
+/// An activator serving `key()` with default settings, at most 100 requests
+/// held in all; returns the app's listening address.
+async fn activator() -> (Activator, SocketAddr, Arc<RecordingDemand>) {
+    activator_with(AppSettings::default(), 100).await
+}
+
+async fn activator_with(
     settings: AppSettings,
     global: u32,
 ) -> (Activator, SocketAddr, Arc<RecordingDemand>) {
@@ -48,6 +56,44 @@ async fn activator(
 async fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
+}
+
+/// Kubernetes reports `pod` ready: requests go straight to it.
+fn pod_is_ready(a: &Activator, pod: SocketAddr) {
+    a.set_backends(
+        &key(),
+        Backends {
+            ready: vec![pod],
+            not_ready: vec![],
+        },
+    );
+}
+
+/// Kubernetes reports `pod` not ready: requests are held while the
+/// activator dials it.
+fn pod_is_starting(a: &Activator, pod: SocketAddr) {
+    a.set_backends(
+        &key(),
+        Backends {
+            ready: vec![],
+            not_ready: vec![pod],
+        },
+    );
+}
+
+/// A starting pod that does not listen yet; start it with `backend`.
+async fn starting_pod(a: &Activator) -> SocketAddr {
+    let pod = free_port().await;
+    pod_is_starting(a, pod);
+    pod
+}
+
+/// A ready pod already serving in `mode`; returns its request counter.
+async fn ready_pod(a: &Activator, mode: Mode) -> Arc<AtomicUsize> {
+    let pod = free_port().await;
+    let seen = backend(pod, mode).await;
+    pod_is_ready(a, pod);
+    seen
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -173,20 +219,51 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
     panic!("condition not reached in 5 s");
 }
 
+/// `send` on its own task, so the test can look on while it is held.
+fn spawn_send(addr: SocketAddr, method: &'static str, body: &'static str) -> JoinHandle<Reply> {
+    tokio::spawn(async move { send(addr, method, "", body).await })
+}
+
+async fn get(addr: SocketAddr) -> Reply {
+    send(addr, "GET", "", "").await
+}
+
+async fn until_pending(a: &Activator, n: usize) {
+    wait_until(|| a.pending_global() as usize == n).await;
+}
+
+/// `n` GETs held by `addr` (no backend listens yet).
+async fn hold(a: &Activator, addr: SocketAddr, n: usize) -> Vec<JoinHandle<Reply>> {
+    let clients = (0..n).map(|_| spawn_send(addr, "GET", "")).collect();
+    until_pending(a, n).await;
+    clients
+}
+
+/// The answer to a held request, once its pod is up.
+async fn released(client: JoinHandle<Reply>) -> Reply {
+    tokio::time::timeout(Duration::from_secs(5), client)
+        .await
+        .expect("not released")
+        .unwrap()
+}
+
+/// The activator's own 503, telling the client when to retry.
+fn assert_503_retry_after(reply: &Reply, secs: u32) {
+    assert_eq!(reply.status, 503, "{}", reply.headers);
+    assert!(
+        reply.headers.contains(&format!("retry-after: {secs}")),
+        "{}",
+        reply.headers
+    );
+}
+
 #[tokio::test]
 async fn held_request_is_answered_once_the_pod_listens() {
-    let (a, addr, demand) = activator(AppSettings::default(), 100).await;
-    let pod = free_port().await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![],
-            not_ready: vec![pod],
-        },
-    );
-    let client = tokio::spawn(async move { send(addr, "POST", "", "payload").await });
+    let (a, addr, demand) = activator().await;
+    let pod = starting_pod(&a).await;
+    let client = spawn_send(addr, "POST", "payload");
 
-    wait_until(|| a.pending_global() == 1).await;
+    until_pending(&a, 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!client.is_finished(), "answered although no pod listens");
     assert_eq!(
@@ -196,10 +273,7 @@ async fn held_request_is_answered_once_the_pod_listens() {
     );
 
     let seen = backend(pod, Mode::Ok).await;
-    let reply = tokio::time::timeout(Duration::from_secs(5), client)
-        .await
-        .expect("not released")
-        .unwrap();
+    let reply = released(client).await;
     assert_eq!(reply.status, 200, "{}", reply.headers);
     assert_eq!(reply.body, "pod saw POST /path?q=1 HTTP/1.1 #1");
     assert_eq!(
@@ -213,23 +287,14 @@ async fn held_request_is_answered_once_the_pod_listens() {
 
 #[tokio::test]
 async fn a_ready_pod_that_refuses_is_retried_without_duplicating_a_post() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
+    let (a, addr, _) = activator().await;
     let pod = free_port().await;
     // kcm says ready, but the pod is not listening yet (or any more).
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![pod],
-            not_ready: vec![],
-        },
-    );
-    let client = tokio::spawn(async move { send(addr, "POST", "", "once").await });
-    wait_until(|| a.pending_global() == 1).await;
+    pod_is_ready(&a, pod);
+    let client = spawn_send(addr, "POST", "once");
+    until_pending(&a, 1).await;
     let seen = backend(pod, Mode::Ok).await;
-    let reply = tokio::time::timeout(Duration::from_secs(5), client)
-        .await
-        .unwrap()
-        .unwrap();
+    let reply = released(client).await;
     assert_eq!(reply.status, 200);
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 }
@@ -240,18 +305,10 @@ async fn full_queue_gets_503_with_retry_after() {
         max_pending: 2,
         cold_start_timeout: Duration::from_secs(30),
     };
-    let (a, addr, _) = activator(settings, 100).await;
-    let held: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(async move { send(addr, "GET", "", "").await }))
-        .collect();
-    wait_until(|| a.pending_global() == 2).await;
-    let reply = send(addr, "GET", "", "").await;
-    assert_eq!(reply.status, 503);
-    assert!(
-        reply.headers.contains("retry-after: 1"),
-        "{}",
-        reply.headers
-    );
+    let (a, addr, _) = activator_with(settings, 100).await;
+    let held = hold(&a, addr, 2).await;
+    let reply = get(addr).await;
+    assert_503_retry_after(&reply, 1);
     assert_eq!(a.metrics().requests_with("queue_full"), 1);
     // The held ones are still held.
     assert!(held.iter().all(|h| !h.is_finished()));
@@ -264,16 +321,14 @@ async fn global_cap_applies_across_apps() {
         max_pending: 10,
         cold_start_timeout: Duration::from_secs(30),
     };
-    let (a, addr, _) = activator(settings, 1).await;
+    let (a, addr, _) = activator_with(settings, 1).await;
     let other = a
         .add_app(0, AppKey::new("apps", "other"), settings)
         .await
         .unwrap();
-    let _held = tokio::spawn(async move { send(addr, "GET", "", "").await });
-    wait_until(|| a.pending_global() == 1).await;
-    let reply = send(other, "GET", "", "").await;
-    assert_eq!(reply.status, 503);
-    assert!(reply.headers.contains("retry-after: 1"));
+    let _held = hold(&a, addr, 1).await;
+    let reply = get(other).await;
+    assert_503_retry_after(&reply, 1);
 }
 
 #[tokio::test]
@@ -282,21 +337,10 @@ async fn cold_start_deadline_gives_503_with_retry_after() {
         max_pending: 10,
         cold_start_timeout: Duration::from_millis(300),
     };
-    let (a, addr, _) = activator(settings, 100).await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![],
-            not_ready: vec![free_port().await],
-        },
-    );
-    let reply = send(addr, "GET", "", "").await;
-    assert_eq!(reply.status, 503);
-    assert!(
-        reply.headers.contains("retry-after: 5"),
-        "{}",
-        reply.headers
-    );
+    let (a, addr, _) = activator_with(settings, 100).await;
+    starting_pod(&a).await;
+    let reply = get(addr).await;
+    assert_503_retry_after(&reply, 5);
     assert_eq!(a.metrics().requests_with("timeout"), 1);
     assert_eq!(
         a.pending_global(),
@@ -307,16 +351,8 @@ async fn cold_start_deadline_gives_503_with_retry_after() {
 
 #[tokio::test]
 async fn post_is_never_replayed_after_bytes_reached_the_pod() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
-    let pod = free_port().await;
-    let seen = backend(pod, Mode::CloseAfterRead).await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![pod],
-            not_ready: vec![],
-        },
-    );
+    let (a, addr, _) = activator().await;
+    let seen = ready_pod(&a, Mode::CloseAfterRead).await;
     let reply = send(addr, "POST", "", "charge-card").await;
     assert_eq!(reply.status, 502);
     assert_eq!(seen.load(Ordering::SeqCst), 1, "the POST was replayed");
@@ -325,31 +361,15 @@ async fn post_is_never_replayed_after_bytes_reached_the_pod() {
 
 #[tokio::test]
 async fn idempotent_get_is_retried_exactly_once() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
-    let pod = free_port().await;
-    let seen = backend(pod, Mode::FirstCloseThenOk).await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![pod],
-            not_ready: vec![],
-        },
-    );
-    let reply = send(addr, "GET", "", "").await;
+    let (a, addr, _) = activator().await;
+    let seen = ready_pod(&a, Mode::FirstCloseThenOk).await;
+    let reply = get(addr).await;
     assert_eq!(reply.status, 200);
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 
     // A pod that always fails: one retry, then 502.
-    let pod2 = free_port().await;
-    let seen2 = backend(pod2, Mode::CloseAfterRead).await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![pod2],
-            not_ready: vec![],
-        },
-    );
-    let reply = send(addr, "GET", "", "").await;
+    let seen2 = ready_pod(&a, Mode::CloseAfterRead).await;
+    let reply = get(addr).await;
     assert_eq!(reply.status, 502);
     assert_eq!(
         seen2.load(Ordering::SeqCst),
@@ -360,7 +380,7 @@ async fn idempotent_get_is_retried_exactly_once() {
 
 #[tokio::test]
 async fn probe_is_answered_by_the_activator_itself() {
-    let (a, addr, demand) = activator(AppSettings::default(), 100).await;
+    let (a, addr, demand) = activator().await;
     let reply = send(addr, "GET", "spindle-probe: uid-1\r\n", "").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, "apps/hello\n");
@@ -371,25 +391,27 @@ async fn probe_is_answered_by_the_activator_itself() {
     assert_eq!(a.activity()[0].requests, 0, "a probe is not activity");
 }
 
+/// The raw answer of the admin server at `admin` to `GET path`.
+async fn admin_get(admin: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 #[tokio::test]
 async fn activity_is_recorded_and_served() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
-    let pod = free_port().await;
-    let _seen = backend(pod, Mode::Ok).await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![pod],
-            not_ready: vec![],
-        },
-    );
+    let (a, addr, _) = activator().await;
+    let _seen = ready_pod(&a, Mode::Ok).await;
     assert_eq!(a.activity()[0].last_request_unix_ms, None);
-    assert_eq!(send(addr, "GET", "", "").await.status, 200);
+    assert_eq!(get(addr).await.status, 200);
     let act = &a.activity()[0];
     assert_eq!((act.requests, act.port), (1, addr.port()));
     assert!(act.last_request_unix_ms.is_some());
     assert_eq!(a.metrics().requests_with("proxied"), 1);
-
     let state = AdminState {
         activator: a.clone(),
         ready: Arc::new(true.into()),
@@ -402,24 +424,14 @@ async fn activity_is_recorded_and_served() {
     .await
     .unwrap();
     tokio::spawn(server);
-    let json = send(admin, "GET", "", "").await;
+    let json = get(admin).await;
     let _ = json; // `/path` is not an admin route; fetch the real ones below.
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /v1/activity HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    let out = admin_get(admin, "/v1/activity").await;
     assert!(
         out.contains("\"name\":\"hello\"") && out.contains("\"requests\":1"),
         "{out}"
     );
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    let out = admin_get(admin, "/metrics").await;
     assert!(
         out.contains("spindle_activator_requests_total{outcome=\"proxied\"} 1"),
         "{out}"
@@ -428,30 +440,16 @@ async fn activity_is_recorded_and_served() {
 
 #[tokio::test]
 async fn twenty_held_requests_are_all_released_exactly_once() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
-    let pod = free_port().await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![],
-            not_ready: vec![pod],
-        },
-    );
+    let (a, addr, _) = activator().await;
+    let pod = starting_pod(&a).await;
     let mut clients = Vec::new();
-    for i in 0..20u32 {
-        clients.push(tokio::spawn(async move { send(addr, "GET", "", "").await }));
-        wait_until(|| a.pending_global() == i + 1).await;
+    for i in 0..20 {
+        clients.push(spawn_send(addr, "GET", ""));
+        until_pending(&a, i + 1).await;
     }
     let seen = backend(pod, Mode::Ok).await;
     for c in clients {
-        assert_eq!(
-            tokio::time::timeout(Duration::from_secs(5), c)
-                .await
-                .unwrap()
-                .unwrap()
-                .status,
-            200
-        );
+        assert_eq!(released(c).await.status, 200);
     }
     assert_eq!(seen.load(Ordering::SeqCst), 20);
 }
@@ -540,16 +538,11 @@ async fn keep_alive_backend(addr: SocketAddr, mode: KeepAlive) -> Arc<Upstream> 
     up
 }
 
-async fn ready_backend(a: &Activator, mode: KeepAlive) -> Arc<Upstream> {
+/// A ready pod already serving in `mode`, with keep-alive.
+async fn ready_keep_alive_pod(a: &Activator, mode: KeepAlive) -> Arc<Upstream> {
     let pod = free_port().await;
     let up = keep_alive_backend(pod, mode).await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![pod],
-            not_ready: vec![],
-        },
-    );
+    pod_is_ready(a, pod);
     up
 }
 
@@ -560,8 +553,8 @@ async fn until_pooled(a: &Activator, n: usize) {
 
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
-    let up = ready_backend(&a, KeepAlive::Serve).await;
+    let (a, addr, _) = activator().await;
+    let up = ready_keep_alive_pod(&a, KeepAlive::Serve).await;
     for i in 0..20 {
         // Each client request on its own connection: only the activator's
         // side towards the pod is kept alive.
@@ -590,13 +583,11 @@ async fn sequential_requests_reuse_one_upstream_connection() {
 
 #[tokio::test]
 async fn concurrent_requests_get_their_own_connections_then_share_them() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
-    let up = ready_backend(&a, KeepAlive::Serve).await;
-    let burst: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(async move { send(addr, "GET", "", "").await.status }))
-        .collect();
+    let (a, addr, _) = activator().await;
+    let up = ready_keep_alive_pod(&a, KeepAlive::Serve).await;
+    let burst: Vec<_> = (0..4).map(|_| spawn_send(addr, "GET", "")).collect();
     for c in burst {
-        assert_eq!(c.await.unwrap(), 200);
+        assert_eq!(c.await.unwrap().status, 200);
     }
     let opened = up.connections.load(Ordering::SeqCst);
     assert!(
@@ -605,7 +596,7 @@ async fn concurrent_requests_get_their_own_connections_then_share_them() {
     );
     until_pooled(&a, opened).await;
     for _ in 0..10 {
-        assert_eq!(send(addr, "GET", "", "").await.status, 200);
+        assert_eq!(get(addr).await.status, 200);
         until_pooled(&a, opened).await;
     }
     assert_eq!(up.connections.load(Ordering::SeqCst), opened);
@@ -613,9 +604,9 @@ async fn concurrent_requests_get_their_own_connections_then_share_them() {
 
 #[tokio::test]
 async fn an_idle_connection_the_pod_closed_is_not_used() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
-    let up = ready_backend(&a, KeepAlive::CloseWhenIdle).await;
-    assert_eq!(send(addr, "GET", "", "").await.status, 200);
+    let (a, addr, _) = activator().await;
+    let up = ready_keep_alive_pod(&a, KeepAlive::CloseWhenIdle).await;
+    assert_eq!(get(addr).await.status, 200);
     // Give hyper's connection task time to see the pod's FIN.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let reply = send(addr, "POST", "", "charge-card").await;
@@ -631,9 +622,9 @@ async fn an_idle_connection_the_pod_closed_is_not_used() {
 
 #[tokio::test]
 async fn a_post_is_never_replayed_after_its_bytes_reached_a_pod_on_a_reused_connection() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
-    let up = ready_backend(&a, KeepAlive::FailSecond).await;
-    assert_eq!(send(addr, "GET", "", "").await.status, 200);
+    let (a, addr, _) = activator().await;
+    let up = ready_keep_alive_pod(&a, KeepAlive::FailSecond).await;
+    assert_eq!(get(addr).await.status, 200);
     until_pooled(&a, 1).await;
 
     // Goes on the pooled connection; the pod reads it whole and closes.
@@ -658,7 +649,7 @@ async fn a_post_is_never_replayed_after_its_bytes_reached_a_pod_on_a_reused_conn
     assert_eq!(a.metrics().retries.get(), 0);
 
     // A body-less GET in the same spot is replayed once, on a fresh connection.
-    assert_eq!(send(addr, "GET", "", "").await.status, 200);
+    assert_eq!(get(addr).await.status, 200);
     until_pooled(&a, 1).await;
     let reply = send(addr, "GET", "x-id: 7\r\n", "").await;
     assert_eq!(reply.status, 200, "{}", reply.headers);
@@ -670,17 +661,10 @@ async fn a_post_is_never_replayed_after_its_bytes_reached_a_pod_on_a_reused_conn
 
 #[tokio::test]
 async fn the_dialled_connection_carries_the_first_held_request() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
-    let pod = free_port().await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![],
-            not_ready: vec![pod],
-        },
-    );
-    let client = tokio::spawn(async move { send(addr, "POST", "", "wake").await });
-    wait_until(|| a.pending_global() == 1).await;
+    let (a, addr, _) = activator().await;
+    let pod = starting_pod(&a).await;
+    let client = spawn_send(addr, "POST", "wake");
+    until_pending(&a, 1).await;
     let up = keep_alive_backend(pod, KeepAlive::Serve).await;
     let reply = client.await.unwrap();
     assert_eq!(reply.status, 200, "{}", reply.headers);
@@ -695,9 +679,9 @@ async fn the_dialled_connection_carries_the_first_held_request() {
 
 #[tokio::test]
 async fn connections_to_a_pod_that_left_are_dropped() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
-    let _up = ready_backend(&a, KeepAlive::Serve).await;
-    assert_eq!(send(addr, "GET", "", "").await.status, 200);
+    let (a, addr, _) = activator().await;
+    let _up = ready_keep_alive_pod(&a, KeepAlive::Serve).await;
+    assert_eq!(get(addr).await.status, 200);
     until_pooled(&a, 1).await;
     a.set_backends(&key(), Backends::default());
     assert_eq!(a.idle_upstream(&key()), 0);
@@ -754,31 +738,44 @@ async fn a_burst_beyond_1024_connects_never_waits_for_a_syn_retransmit() {
     drop(listener);
 }
 
-/// `n` GETs held by `addr` (no backend listens yet).
-async fn hold(a: &Activator, addr: SocketAddr, n: usize) -> Vec<tokio::task::JoinHandle<Reply>> {
-    let clients = (0..n)
-        .map(|_| tokio::spawn(async move { send(addr, "GET", "", "").await }))
-        .collect();
-    wait_until(|| a.pending_global() as usize == n).await;
-    clients
+/// Held requests of a starting pod, to shut down under.
+struct Held {
+    a: Activator,
+    addr: SocketAddr,
+    pod: SocketAddr,
+    clients: Vec<JoinHandle<Reply>>,
+}
+
+/// Settings of the shutdown tests: the cold start deadline (30 s) outlasts
+/// every grace period they use, so held requests end by shutdown only.
+fn patient() -> AppSettings {
+    AppSettings {
+        cold_start_timeout: Duration::from_secs(30),
+        ..AppSettings::default()
+    }
+}
+
+/// `n` GETs held by an activator whose pod does not listen yet.
+async fn held_gets(n: usize) -> Held {
+    let (a, addr, _) = activator_with(patient(), 1000).await;
+    let pod = starting_pod(&a).await;
+    let clients = hold(&a, addr, n).await;
+    Held {
+        a,
+        addr,
+        pod,
+        clients,
+    }
 }
 
 #[tokio::test]
 async fn shutdown_stops_accepting_and_serves_held_requests_woken_during_the_grace() {
-    let settings = AppSettings {
-        cold_start_timeout: Duration::from_secs(30),
-        ..AppSettings::default()
-    };
-    let (a, addr, _) = activator(settings, 1000).await;
-    let pod = free_port().await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![],
-            not_ready: vec![pod],
-        },
-    );
-    let clients = hold(&a, addr, 50).await;
+    let Held {
+        a,
+        addr,
+        pod,
+        clients,
+    } = held_gets(50).await;
     let shutdown = tokio::spawn({
         let a = a.clone();
         async move { a.shutdown(Duration::from_secs(10)).await }
@@ -811,27 +808,14 @@ async fn shutdown_stops_accepting_and_serves_held_requests_woken_during_the_grac
         .unwrap();
     assert_eq!(a.open_connections(), 0);
     assert!(matches!(
-        a.add_app(0, AppKey::new("apps", "other"), settings).await,
+        a.add_app(0, AppKey::new("apps", "other"), patient()).await,
         Err(Error::Draining)
     ));
 }
 
 #[tokio::test]
 async fn shutdown_answers_requests_still_held_after_the_grace_with_503() {
-    let settings = AppSettings {
-        cold_start_timeout: Duration::from_secs(30),
-        ..AppSettings::default()
-    };
-    let (a, addr, _) = activator(settings, 1000).await;
-    let pod = free_port().await;
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![],
-            not_ready: vec![pod],
-        },
-    );
-    let clients = hold(&a, addr, 50).await;
+    let Held { a, clients, .. } = held_gets(50).await;
     let start = std::time::Instant::now();
     a.shutdown(Duration::from_millis(700)).await;
     let took = start.elapsed();
@@ -843,12 +827,7 @@ async fn shutdown_answers_requests_still_held_after_the_grace_with_503() {
     for c in clients {
         // A reset or a close without an answer would show as status 0.
         let reply = c.await.unwrap();
-        assert_eq!(reply.status, 503, "{}", reply.headers);
-        assert!(
-            reply.headers.contains("retry-after: 1"),
-            "{}",
-            reply.headers
-        );
+        assert_503_retry_after(&reply, 1);
     }
     assert_eq!(a.metrics().requests_with("shutdown"), 50);
     assert_eq!(a.open_connections(), 0);
@@ -856,7 +835,7 @@ async fn shutdown_answers_requests_still_held_after_the_grace_with_503() {
 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_proxied_request_finish() {
-    let (a, addr, _) = activator(AppSettings::default(), 100).await;
+    let (a, addr, _) = activator().await;
     // A pod that answers 500 ms after reading the request.
     let pod = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let pod_addr = pod.local_addr().unwrap();
@@ -868,14 +847,8 @@ async fn shutdown_lets_an_in_flight_proxied_request_finish() {
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
             .await;
     });
-    a.set_backends(
-        &key(),
-        Backends {
-            ready: vec![pod_addr],
-            not_ready: vec![],
-        },
-    );
-    let client = tokio::spawn(async move { send(addr, "POST", "", "x").await });
+    pod_is_ready(&a, pod_addr);
+    let client = spawn_send(addr, "POST", "x");
     wait_until(|| a.open_connections() == 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     a.shutdown(Duration::from_secs(5)).await;
