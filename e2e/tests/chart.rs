@@ -24,7 +24,7 @@
 //!   operator's log and the events), and that the operator's peak RSS fits the
 //!   chart's memory limit.
 //!
-//! The two cluster tests run one after the other (a process-wide lock): the
+//! The cluster tests run one after the other (a process-wide lock): the
 //! machine has two cores.
 //!
 //! Tools: `e2e/scripts/build-tools.sh k8s etcd kwok helm`; the operator:
@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -218,27 +218,16 @@ fn wait_until_or<T>(
 }
 
 /// Polls `check` every 500 ms until it returns `Some` or `timeout` passes.
-fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+fn wait_until<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    wait_until_or(timeout, check, || what.to_string())
 }
 
 // ---------------------------------------------------------------------------
 // Rendering
 // ---------------------------------------------------------------------------
 
-/// `helm template` of the chart (or `chart` when given) with extra args; the
-/// objects as JSON.
-fn render_at(chart: &Path, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+/// `helm template` of `chart` with extra args, as YAML text.
+fn template(chart: &Path, release: &str, namespace: &str, extra: &[&str]) -> String {
     let kv = kube_version();
     let chart = chart.to_str().expect("utf-8 path");
     let mut args = vec![
@@ -251,7 +240,12 @@ fn render_at(chart: &Path, release: &str, namespace: &str, extra: &[&str]) -> Ve
         &kv,
     ];
     args.extend_from_slice(extra);
-    parse_docs(&helm(&args, None))
+    helm(&args, None)
+}
+
+/// `helm template` of `chart` with extra args; the objects as JSON.
+fn render_at(chart: &Path, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    parse_docs(&template(chart, release, namespace, extra))
 }
 
 fn render(extra: &[&str]) -> Vec<Value> {
@@ -259,19 +253,7 @@ fn render(extra: &[&str]) -> Vec<Value> {
 }
 
 fn render_text(release: &str, namespace: &str, extra: &[&str]) -> String {
-    let kv = kube_version();
-    let chart = chart_dir();
-    let mut args = vec![
-        "template",
-        release,
-        chart.to_str().expect("utf-8"),
-        "--namespace",
-        namespace,
-        "--kube-version",
-        &kv,
-    ];
-    args.extend_from_slice(extra);
-    helm(&args, None)
+    template(&chart_dir(), release, namespace, extra)
 }
 
 fn parse_docs(yaml: &str) -> Vec<Value> {
@@ -316,15 +298,34 @@ fn find_activator<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn one<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
-    let found = find(objs, kind);
+/// The only object in `found`; `what` names it when there is not exactly one.
+fn only<'a>(found: Vec<&'a Value>, what: &str) -> &'a Value {
     assert_eq!(
         found.len(),
         1,
-        "expected exactly one {kind}, got {:?}",
+        "expected exactly one {what}, got {:?}",
         found.iter().map(|o| kind_name(o)).collect::<Vec<_>>()
     );
     found[0]
+}
+
+/// The operator's only object of `kind`.
+fn one<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    only(find(objs, kind), kind)
+}
+
+/// The activator's only object of `kind`.
+fn one_activator<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    only(find_activator(objs, kind), &format!("activator {kind}"))
+}
+
+/// The elements of a JSON array of strings (`args`, `verbs`, `resources`).
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap_or_else(|| panic!("not a string: {s}")))
+        .collect()
 }
 
 fn kinds(objs: &[Value]) -> BTreeMap<String, usize> {
@@ -345,13 +346,15 @@ fn operator_container(objs: &[Value]) -> &Value {
     &containers[0]
 }
 
-fn args_of(objs: &[Value]) -> Vec<String> {
-    operator_container(objs)["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("string arg").to_string())
-        .collect()
+fn args_of(objs: &[Value]) -> Vec<&str> {
+    strs(&operator_container(objs)["args"])
+}
+
+/// Asserts that a command line has each of `want` among its args.
+fn assert_has_args(args: &[&str], want: &[&str]) {
+    for want in want {
+        assert!(args.contains(want), "missing {want} in {args:?}");
+    }
 }
 
 /// The generated CRDs in `crds/`, parsed, by name.
@@ -513,21 +516,19 @@ fn default_render_is_the_documented_set_with_a_hardened_pod() {
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     let args = args_of(&objs);
-    for want in [
-        "run",
-        "--http-addr=0.0.0.0:8080",
-        "--concurrency=4",
-        "--log-format=json",
-        "--log-level=info",
-        "--leader-elect=true",
-        "--leader-election-namespace=spindle-system",
-        "--lease-name=spindle-leader",
-    ] {
-        assert!(
-            args.contains(&want.to_string()),
-            "missing {want} in {args:?}"
-        );
-    }
+    assert_has_args(
+        &args,
+        &[
+            "run",
+            "--http-addr=0.0.0.0:8080",
+            "--concurrency=4",
+            "--log-format=json",
+            "--log-level=info",
+            "--leader-elect=true",
+            "--leader-election-namespace=spindle-system",
+            "--lease-name=spindle-leader",
+        ],
+    );
     assert!(
         !args.iter().any(|a| a.starts_with("--namespace")),
         "watches all namespaces by default"
@@ -581,19 +582,22 @@ fn default_render_is_the_documented_set_with_a_hardened_pod() {
     );
 }
 
+/// The operator's objects that only optional features render.
+const OPTIONAL_KINDS: [&str; 5] = [
+    "NetworkPolicy",
+    "PodDisruptionBudget",
+    "RuntimeClass",
+    "ServiceMonitor",
+    "SpinAppExecutor",
+];
+
 /// With every optional feature on, every optional object renders with the
 /// configured values.
 #[test]
 fn all_features_render_every_optional_object() {
     let all = all_features();
     let objs = render(&["-f", &all]);
-    for kind in [
-        "NetworkPolicy",
-        "PodDisruptionBudget",
-        "RuntimeClass",
-        "ServiceMonitor",
-        "SpinAppExecutor",
-    ] {
+    for kind in OPTIONAL_KINDS {
         assert_eq!(
             find(&objs, kind).len(),
             1,
@@ -623,8 +627,7 @@ fn all_features_render_every_optional_object() {
     );
     let args = args_of(&objs);
     assert!(
-        args.contains(&"--log-format=text".to_string())
-            && args.contains(&"--concurrency=8".to_string()),
+        args.contains(&"--log-format=text") && args.contains(&"--concurrency=8"),
         "{args:?}"
     );
 
@@ -695,13 +698,7 @@ fn all_features_render_every_optional_object() {
 
     // Optional objects are really optional: the default render has none.
     let defaults = render(&[]);
-    for kind in [
-        "NetworkPolicy",
-        "PodDisruptionBudget",
-        "RuntimeClass",
-        "ServiceMonitor",
-        "SpinAppExecutor",
-    ] {
+    for kind in OPTIONAL_KINDS {
         assert!(
             find(&defaults, kind).is_empty(),
             "{kind} rendered by default"
@@ -719,7 +716,7 @@ fn all_features_render_every_optional_object() {
         "crds.install=false renders no CRD"
     );
     let no_le = render(&["--set", "operator.leaderElection.enabled=false"]);
-    assert!(args_of(&no_le).contains(&"--leader-elect=false".to_string()));
+    assert!(args_of(&no_le).contains(&"--leader-elect=false"));
     assert!(
         find(&no_le, "Role").is_empty(),
         "no leader election, no Lease Role"
@@ -800,12 +797,7 @@ fn rbac_is_least_privilege() {
                     );
                 }
             }
-            let verbs: Vec<&str> = rule["verbs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap())
-                .collect();
+            let verbs = strs(&rule["verbs"]);
             for bad in ["escalate", "bind", "impersonate", "deletecollection"] {
                 assert!(
                     !verbs.contains(&bad),
@@ -818,12 +810,7 @@ fn rbac_is_least_privilege() {
                 "{}: no nonResourceURLs",
                 kind_name(o)
             );
-            let resources: Vec<&str> = rule["resources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap())
-                .collect();
+            let resources = strs(&rule["resources"]);
             for forbidden in [
                 "pods",
                 "nodes",
@@ -917,7 +904,7 @@ fn rbac_is_least_privilege() {
             .iter()
             .any(|r| r["resources"][0] == "spinapps")
     );
-    assert!(args_of(&scoped).contains(&"--namespace=apps".to_string()));
+    assert!(args_of(&scoped).contains(&"--namespace=apps"));
 }
 
 /// `crds.legacyGroup.enabled` (default true) installs the
@@ -1060,10 +1047,15 @@ static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
 struct ControlPlane {
     state: PathBuf,
     kubeconfig: PathBuf,
+    /// [`CLUSTER_LOCK`], held until the control plane has been stopped
+    /// (fields drop after [`Drop::drop`]).
+    _serial: MutexGuard<'static, ()>,
 }
 
 impl ControlPlane {
+    /// Waits for the other cluster tests of this binary, then starts.
     fn start(name: &str, full: bool) -> Self {
+        let serial = CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let state = scratch(name);
         let script = repo_root().join("e2e/scripts/controlplane.sh");
         let mut args = vec!["start"];
@@ -1073,6 +1065,7 @@ impl ControlPlane {
         let cp = ControlPlane {
             kubeconfig: state.join("kubeconfig"),
             state,
+            _serial: serial,
         };
         // controlplane.sh picks random free ports; another process can take
         // one before etcd/apiserver binds it ("address already in use"). A
@@ -1103,6 +1096,15 @@ impl ControlPlane {
         );
     }
 
+    /// A control plane with the namespace `apps` and the chart installed by
+    /// `helm <install>`.
+    fn with_chart(name: &str, full: bool, install: &[&str]) -> Self {
+        let cp = Self::start(name, full);
+        cp.kubectl(&["create", "namespace", "apps"]);
+        cp.helm(install);
+        cp
+    }
+
     fn kubectl(&self, args: &[&str]) -> String {
         must(&kubectl_bin(), args, Some(&self.kubeconfig), None)
     }
@@ -1115,10 +1117,38 @@ impl ControlPlane {
         run(&kubectl_bin(), args, Some(&self.kubeconfig), None)
     }
 
+    fn try_kubectl_stdin(&self, args: &[&str], stdin: &str) -> Out {
+        run(&kubectl_bin(), args, Some(&self.kubeconfig), Some(stdin))
+    }
+
+    /// `kubectl apply --dry-run=server` of `yaml`; kubectl's report.
+    fn server_dry_run(&self, yaml: &str) -> String {
+        self.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], yaml)
+    }
+
+    fn wait_established(&self, crd: &str) {
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/{crd}"),
+            "--timeout=30s",
+        ]);
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let mut a = args.to_vec();
         a.extend_from_slice(&["-o", "json"]);
         serde_json::from_str(&self.kubectl(&a)).expect("kubectl -o json")
+    }
+
+    /// `metadata.uid` of the object `get <args>` names.
+    fn uid(&self, args: &[&str]) -> String {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        self.json(&a)["metadata"]["uid"]
+            .as_str()
+            .expect("uid")
+            .to_string()
     }
 
     fn exists(&self, args: &[&str]) -> bool {
@@ -1134,6 +1164,48 @@ impl ControlPlane {
 
     fn try_helm(&self, args: &[&str]) -> Out {
         run(&helm_bin(), args, Some(&self.kubeconfig), None)
+    }
+
+    /// `helm install`/`upgrade` that must end with the release deployed.
+    fn helm_deployed(&self, args: &[&str]) -> String {
+        let out = self.helm(args);
+        assert!(
+            out.contains("STATUS: deployed"),
+            "helm {args:?} did not deploy:\n{out}"
+        );
+        out
+    }
+
+    /// A release's objects as Helm recorded them: `what` is `manifest` (the
+    /// release resources) or `hooks`.
+    fn release_objects(&self, what: &str, release: &str, namespace: &str) -> Vec<Value> {
+        parse_docs(&self.helm(&["get", what, release, "-n", namespace]))
+    }
+
+    /// The only container of a Deployment the chart installed in
+    /// `spindle-system`.
+    fn chart_container(&self, deployment: &str) -> Value {
+        let d = self.json(&["get", "deployment", deployment, "-n", "spindle-system"]);
+        d["spec"]["template"]["spec"]["containers"][0].clone()
+    }
+
+    /// Writes a kubeconfig that impersonates the ServiceAccount
+    /// `spindle-system/<name>` with the groups a pod's token carries (an
+    /// out-of-cluster process then has exactly the chart's RBAC); its path.
+    fn impersonating_kubeconfig(&self, name: &str) -> PathBuf {
+        let mut kubeconfig: Value =
+            serde_json::from_str(&self.kubectl(&["config", "view", "--raw", "-o", "json"]))
+                .unwrap();
+        kubeconfig["users"][0]["user"]["as"] =
+            json!(format!("system:serviceaccount:spindle-system:{name}"));
+        kubeconfig["users"][0]["user"]["as-groups"] = json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:spindle-system",
+            "system:authenticated"
+        ]);
+        let path = self.state.join(format!("kubeconfig-{name}-sa"));
+        std::fs::write(&path, serde_json::to_string_pretty(&kubeconfig).unwrap()).unwrap();
+        path
     }
 
     /// Names of every listable cluster-scoped object (`<resource>/<name>`),
@@ -1262,18 +1334,55 @@ fn kept_after_uninstall() -> BTreeSet<String> {
     kept
 }
 
-fn crd_uid(cp: &ControlPlane, name: &str) -> String {
-    cp.json(&["get", "crd", name])["metadata"]["uid"]
-        .as_str()
-        .expect("uid")
-        .to_string()
+/// `helm install spindle` into `spindle-system` with the executor (in
+/// `apps`) and the RuntimeClass, waiting for the release; then `extra`.
+fn install_with_executor<'a>(chart: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "install",
+        "spindle",
+        chart,
+        "-n",
+        "spindle-system",
+        "--create-namespace",
+        "--set",
+        "executor.create=true",
+        "--set",
+        "executor.namespaces={apps}",
+        "--set",
+        "runtimeClass.create=true",
+        // With executor.create on a first install, --wait makes Helm wait for
+        // the CRDs to be Established before the post-install hook creates the
+        // executors (without it the hook can race the CRD registration).
+        "--wait",
+        "--timeout=3m",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The UIDs of the CRDs `names`: unchanged UIDs mean updated in place.
+fn crd_uids(cp: &ControlPlane, names: &[String]) -> Vec<String> {
+    names.iter().map(|n| cp.uid(&["crd", n])).collect()
+}
+
+/// The SpinApp CRD's printer columns, and whether the column the upgrade
+/// test adds is among them.
+fn upgrade_probe_column(cp: &ControlPlane) -> (bool, Value) {
+    let columns =
+        cp.json(&["get", "crd", SPINAPPS_CRD])["spec"]["versions"][0]["additionalPrinterColumns"]
+            .clone();
+    let found = columns
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "UpgradeProbe");
+    (found, columns)
 }
 
 /// Install, dry runs, second release, upgrade that changes a CRD, uninstall,
 /// reinstall and adoption, on a control plane that starts empty.
 #[test]
 fn lifecycle_on_a_fresh_control_plane() {
-    let _serial = CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     // The full tier (controller-manager, scheduler, kwok): `helm install --wait`
     // needs the Deployment's ReplicaSet and pods to report ready.
     let cp = ControlPlane::start("lifecycle", true);
@@ -1388,7 +1497,7 @@ fn lifecycle_on_a_fresh_control_plane() {
         },
     );
     let default_yaml = render_text("spindle", "spindle-system", &[]);
-    let dry = cp.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &default_yaml);
+    let dry = cp.server_dry_run(&default_yaml);
     assert!(dry.contains("customresourcedefinition.apiextensions.k8s.io/spinapps.core.spinkube.dev created (server dry run)"), "{dry}");
     assert!(
         dry.contains("pod/spindle-test-readyz created (server dry run)"),
@@ -1403,44 +1512,15 @@ fn lifecycle_on_a_fresh_control_plane() {
         "a dry run creates nothing"
     );
     cp.kubectl_stdin(&["apply", "-f", "-"], SERVICE_MONITOR_CRD);
-    cp.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/servicemonitors.monitoring.coreos.com",
-        "--timeout=30s",
-    ]);
+    cp.wait_established("servicemonitors.monitoring.coreos.com");
     let before = cp.cluster_scoped();
 
     // 3. One command installs everything on the fresh cluster (CRDs from the
     //    release, the executor through the post-install hook).
-    let install_args = [
-        "install",
-        "spindle",
-        chart,
-        "-n",
-        "spindle-system",
-        "--create-namespace",
-        "--set",
-        "executor.create=true",
-        "--set",
-        "executor.namespaces={apps}",
-        "--set",
-        "runtimeClass.create=true",
-        // With executor.create on a first install, --wait makes Helm wait for
-        // the CRDs to be Established before the post-install hook creates the
-        // executors (without it the hook can race the CRD registration).
-        "--wait",
-        "--timeout=3m",
-    ];
-    let out = cp.helm(&install_args);
-    assert!(out.contains("STATUS: deployed"), "{out}");
+    let install_args = install_with_executor(chart, &[]);
+    cp.helm_deployed(&install_args);
     for crd in &crd_names {
-        cp.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{crd}"),
-            "--timeout=30s",
-        ]);
+        cp.wait_established(crd);
         let c = cp.json(&["get", "crd", crd]);
         assert_eq!(
             c["metadata"]["annotations"]["meta.helm.sh/release-name"], "spindle",
@@ -1478,12 +1558,7 @@ fn lifecycle_on_a_fresh_control_plane() {
         "metadata": {"name": "spindle-operator-psa", "namespace": "spindle-system", "labels": template["metadata"]["labels"]},
         "spec": template["spec"],
     });
-    let out = run(
-        &kubectl_bin(),
-        &["create", "--dry-run=server", "-f", "-"],
-        Some(&cp.kubeconfig),
-        Some(&pod.to_string()),
-    );
+    let out = cp.try_kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &pod.to_string());
     assert!(
         out.ok && !out.stderr.contains("violate"),
         "the operator pod must satisfy PodSecurity restricted:\n{}\n{}",
@@ -1507,28 +1582,26 @@ fn lifecycle_on_a_fresh_control_plane() {
         "spindle"
     );
     let executor_uid = executor["metadata"]["uid"].as_str().unwrap().to_string();
-    let hooks = parse_docs(&cp.helm(&["get", "hooks", "spindle", "-n", "spindle-system"]));
+    let hooks = cp.release_objects("hooks", "spindle", "spindle-system");
     assert_eq!(
         find(&hooks, "SpinAppExecutor").len(),
         1,
         "first install: the executor is a post-install hook"
     );
-    let manifest = parse_docs(&cp.helm(&["get", "manifest", "spindle", "-n", "spindle-system"]));
+    let manifest = cp.release_objects("manifest", "spindle", "spindle-system");
     assert!(
         find(&manifest, "SpinAppExecutor").is_empty(),
         "first install: not yet a release resource"
     );
-    let crd_uids: Vec<String> = crd_names.iter().map(|n| crd_uid(&cp, n)).collect();
+    let installed_crd_uids = crd_uids(&cp, &crd_names);
 
     // User data that must survive upgrade and uninstall.
     cp.kubectl_stdin(
         &["apply", "-n", "apps", "-f", "-"],
         "apiVersion: core.spinkube.dev/v1alpha1\nkind: SpinApp\nmetadata: {name: keep-me}\nspec: {image: ghcr.io/example/app:v1, executor: containerd-shim-spin, replicas: 1, port: 8080}\n",
     );
-    let app_uid = cp.json(&["get", "spinapp", "keep-me", "-n", "apps"])["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let keep_me = ["spinapp", "keep-me", "-n", "apps"];
+    let app_uid = cp.uid(&keep_me);
 
     // 4. Server-side dry run of the all-features render (the CRDs exist now).
     let all = all_features();
@@ -1543,7 +1616,7 @@ fn lifecycle_on_a_fresh_control_plane() {
         ],
     );
     cp.kubectl(&["create", "namespace", "allfeat-system"]);
-    let dry = cp.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &all_yaml);
+    let dry = cp.server_dry_run(&all_yaml);
     for want in [
         "networkpolicy.networking.k8s.io/allfeat-spindle created (server dry run)",
         "poddisruptionbudget.policy/allfeat-spindle created (server dry run)",
@@ -1557,7 +1630,7 @@ fn lifecycle_on_a_fresh_control_plane() {
 
     // 5. A second release in the same cluster, CRDs left to the first one.
     cp.kubectl(&["create", "namespace", "tenant-b"]);
-    let out = cp.helm(&[
+    cp.helm_deployed(&[
         "install",
         "spindle",
         chart,
@@ -1568,7 +1641,6 @@ fn lifecycle_on_a_fresh_control_plane() {
         "--set",
         "operator.watchNamespace=tenant-b",
     ]);
-    assert!(out.contains("STATUS: deployed"), "{out}");
     assert!(
         cp.exists(&["clusterrole", "spindle-tenant-b"])
             && cp.exists(&["role", "spindle", "-n", "tenant-b"])
@@ -1606,22 +1678,10 @@ fn lifecycle_on_a_fresh_control_plane() {
     upgrade_args[0] = "upgrade";
     upgrade_args[2] = copy.to_str().unwrap();
     upgrade_args.retain(|a| *a != "--create-namespace");
-    let out = cp.helm(&upgrade_args);
-    assert!(
-        out.contains("STATUS: deployed") && out.contains("REVISION: 2"),
-        "{out}"
-    );
-    let columns =
-        cp.json(&["get", "crd", SPINAPPS_CRD])["spec"]["versions"][0]["additionalPrinterColumns"]
-            .clone();
-    assert!(
-        columns
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["name"] == "UpgradeProbe"),
-        "helm upgrade updated the CRD: {columns}"
-    );
+    let out = cp.helm_deployed(&upgrade_args);
+    assert!(out.contains("REVISION: 2"), "{out}");
+    let (added, columns) = upgrade_probe_column(&cp);
+    assert!(added, "helm upgrade updated the CRD: {columns}");
     let wide = cp.kubectl(&["get", "spinapps", "-n", "apps", "-o", "wide"]);
     assert!(
         wide.lines()
@@ -1632,34 +1692,25 @@ fn lifecycle_on_a_fresh_control_plane() {
         "{wide}"
     );
     assert_eq!(
-        cp.json(&["get", "spinapp", "keep-me", "-n", "apps"])["metadata"]["uid"],
-        app_uid.as_str(),
+        cp.uid(&keep_me),
+        app_uid,
         "the app survived the CRD upgrade"
     );
     assert_eq!(
-        crd_names
-            .iter()
-            .map(|n| crd_uid(&cp, n))
-            .collect::<Vec<_>>(),
-        crd_uids,
+        crd_uids(&cp, &crd_names),
+        installed_crd_uids,
         "the CRDs were updated in place, not recreated"
     );
     // The hook-made executor is now a release resource (adopted, not recreated).
-    let manifest = parse_docs(&cp.helm(&["get", "manifest", "spindle", "-n", "spindle-system"]));
+    let manifest = cp.release_objects("manifest", "spindle", "spindle-system");
     assert_eq!(
         find(&manifest, "SpinAppExecutor").len(),
         1,
         "after the upgrade the executor is a release resource"
     );
     assert_eq!(
-        cp.json(&[
-            "get",
-            "spinappexecutor",
-            "containerd-shim-spin",
-            "-n",
-            "apps"
-        ])["metadata"]["uid"],
-        executor_uid.as_str()
+        cp.uid(&["spinappexecutor", "containerd-shim-spin", "-n", "apps"]),
+        executor_uid
     );
 
     // 7. helm uninstall: only the kept CRDs (and the kept executor and apps) remain.
@@ -1712,49 +1763,30 @@ fn lifecycle_on_a_fresh_control_plane() {
         let sa = cp.kubectl(&["get", "serviceaccounts", "-n", ns, "-o", "name"]);
         assert!(!sa.contains("serviceaccount/spindle"), "{sa}");
     }
-    assert_eq!(
-        cp.json(&["get", "spinapp", "keep-me", "-n", "apps"])["metadata"]["uid"],
-        app_uid.as_str(),
-        "SpinApps survive uninstall"
-    );
+    assert_eq!(cp.uid(&keep_me), app_uid, "SpinApps survive uninstall");
     assert!(
         cp.exists(&["spinappexecutor", "containerd-shim-spin", "-n", "apps"]),
         "the executor is kept, like the CRDs"
     );
 
     // 8. Reinstalling the same release adopts the kept CRDs and executor.
-    let out = cp.helm(&install_args);
-    assert!(out.contains("STATUS: deployed"), "reinstall: {out}");
-    assert_eq!(
-        crd_names
-            .iter()
-            .map(|n| crd_uid(&cp, n))
-            .collect::<Vec<_>>(),
-        crd_uids
-    );
-    let columns =
-        cp.json(&["get", "crd", SPINAPPS_CRD])["spec"]["versions"][0]["additionalPrinterColumns"]
-            .clone();
-    assert!(
-        !columns
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["name"] == "UpgradeProbe"),
-        "reinstall applied the chart's CRD: {columns}"
-    );
+    cp.helm_deployed(&install_args);
+    assert_eq!(crd_uids(&cp, &crd_names), installed_crd_uids);
+    let (added, columns) = upgrade_probe_column(&cp);
+    assert!(!added, "reinstall applied the chart's CRD: {columns}");
     cp.helm(&["uninstall", "spindle", "-n", "spindle-system"]);
 
     // 9. CRDs owned by someone else (e.g. kubectl-applied spin-operator CRDs or
     //    another release): a plain install refuses, --take-ownership adopts.
-    let out = cp.try_helm(&[
+    let install_other = [
         "install",
         "other",
         chart,
         "-n",
         "other-system",
         "--create-namespace",
-    ]);
+    ];
+    let out = cp.try_helm(&install_other);
     assert!(!out.ok, "install must refuse CRDs owned by another release");
     assert!(
         out.stderr.contains("invalid ownership metadata") && out.stderr.contains("spindle"),
@@ -1767,26 +1799,14 @@ fn lifecycle_on_a_fresh_control_plane() {
             .is_empty(),
         "a refused install records no release"
     );
-    let out = cp.helm(&[
-        "install",
-        "other",
-        chart,
-        "-n",
-        "other-system",
-        "--create-namespace",
-        "--take-ownership",
-    ]);
-    assert!(out.contains("STATUS: deployed"), "{out}");
+    cp.helm_deployed(&[&install_other[..], &["--take-ownership"]].concat());
     assert_eq!(
         cp.json(&["get", "crd", SPINAPPS_CRD])["metadata"]["annotations"]["meta.helm.sh/release-name"],
         "other"
     );
     assert_eq!(
-        crd_names
-            .iter()
-            .map(|n| crd_uid(&cp, n))
-            .collect::<Vec<_>>(),
-        crd_uids,
+        crd_uids(&cp, &crd_names),
+        installed_crd_uids,
         "adopted in place"
     );
     cp.helm(&["uninstall", "other", "-n", "other-system"]);
@@ -1999,15 +2019,148 @@ const ROLLED_OUT: [(&str, i64); 7] = [
     ("spintainer-app", 1),
 ];
 
-/// The operator process; killed on drop if a test fails first.
-struct Operator {
+/// `target/debug/spindle`, checked before a test takes the lock and starts
+/// a control plane for nothing.
+fn spindle_binary() -> PathBuf {
+    let spindle = spindle_e2e::spindle_bin();
+    assert!(
+        spindle.is_file(),
+        "{} is missing: run `cargo build -p spindle`",
+        spindle.display()
+    );
+    spindle
+}
+
+/// A container's args with each one that starts with an override's prefix
+/// (`--http-addr=`) replaced by that override's full argument.
+fn overridden_args(container: &Value, overrides: &[(&str, String)]) -> Vec<String> {
+    strs(&container["args"])
+        .into_iter()
+        .map(|a| {
+            overrides
+                .iter()
+                .find(|(prefix, _)| a.starts_with(prefix))
+                .map_or_else(|| a.to_string(), |(_, arg)| arg.clone())
+        })
+        .collect()
+}
+
+/// A container's env entries with a literal value (e.g.
+/// SPINDLE_RESOLVE_IMAGES); [`SpindleProcess::start`] sets the fieldRef ones.
+fn literal_env(container: &Value) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Asserts each `kubectl auth can-i <query>` answer (`yes`/`no`) in `table`,
+/// for `who` (as `kubectl` runs it).
+fn assert_can_i(who: &str, kubectl: impl Fn(&[&str]) -> Out, table: &[(&str, &str)]) {
+    for &(query, expect) in table {
+        let mut args = vec!["auth", "can-i"];
+        args.extend(query.split_whitespace());
+        let out = kubectl(&args);
+        assert_eq!(
+            out.stdout.trim(),
+            expect,
+            "{who} can-i {query}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// A `spindle` process (the operator or the activator) with its output in a
+/// log file; killed on drop if a test fails first.
+struct SpindleProcess {
+    /// "operator" or "activator", for failure messages.
+    what: &'static str,
+    args: Vec<String>,
     child: std::process::Child,
     log: PathBuf,
 }
 
-impl Operator {
+impl SpindleProcess {
+    /// Starts `spindle <args>` as the pod `spindle-system/<pod_name>` would
+    /// run it (`env` plus POD_NAME/POD_NAMESPACE, which the kubelet sets from
+    /// fieldRefs), talking to the apiserver through `kubeconfig`.
+    fn start(
+        what: &'static str,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        kubeconfig: &Path,
+        pod_name: &str,
+        log: PathBuf,
+    ) -> Self {
+        let spindle = spindle_binary();
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&spindle)
+            .args(&args)
+            .envs(env)
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", pod_name)
+            .env("POD_NAMESPACE", "spindle-system")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", spindle.display()));
+        SpindleProcess {
+            what,
+            args,
+            child,
+            log,
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log (a long log buries the failure).
+    fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// [`wait_until`] with the process's log in the timeout message.
+    fn wait_until<T>(&self, what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+        wait_until_or(timeout, check, || format!("{what}; log:\n{}", self.log()))
+    }
+
+    /// Waits (60 s) for `/readyz` on `port` to answer 200: the caches synced
+    /// (what `helm test` and the readiness probe check).
+    fn wait_ready(&self, port: u16) {
+        self.wait_until(
+            &format!(
+                "the {}'s /readyz to return 200 (started with the chart's args {:?})",
+                self.what, self.args
+            ),
+            Duration::from_secs(60),
+            || (http_get(port, "/readyz")?.0 == 200).then_some(()),
+        );
+    }
+
+    /// Zero 403s since `forbidden_before`: the apiserver's own counter and
+    /// the process's log.
+    fn assert_no_403s(&self, cp: &ControlPlane, forbidden_before: u64) {
+        let forbidden = cp.forbidden_requests() - forbidden_before;
+        let log_text = self.log();
+        let denied: Vec<&str> = log_text.lines().filter(|l| mentions_403(l)).collect();
+        assert!(
+            forbidden == 0 && denied.is_empty(),
+            "the {} hit {forbidden} 403s with the chart's RBAC; log lines:\n{}\nfull log:\n{log_text}",
+            self.what,
+            denied.join("\n")
+        );
     }
 
     /// `VmHWM` (peak RSS) in KiB.
@@ -2042,7 +2195,7 @@ impl Operator {
     }
 }
 
-impl Drop for Operator {
+impl Drop for SpindleProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
@@ -2128,35 +2281,16 @@ fn quantity_bytes(q: &str) -> u64 {
 /// reconciles SpinApps of every feature to convergence without a single 403.
 #[test]
 fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
-    let spindle = spindle_e2e::spindle_bin();
-    assert!(
-        spindle.is_file(),
-        "{} is missing: run `cargo build -p spindle`",
-        spindle.display()
-    );
-    let _serial = CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let cp = ControlPlane::start("rbac", true);
+    spindle_binary();
     let chart = chart_dir();
-
-    cp.kubectl(&["create", "namespace", "apps"]);
-    cp.helm(&[
-        "install",
-        "spindle",
-        chart.to_str().unwrap(),
-        "-n",
-        "spindle-system",
-        "--create-namespace",
-        "--set",
-        "executor.create=true",
-        "--set",
-        "executor.namespaces={apps}",
-        "--set",
-        "runtimeClass.create=true",
-        "--set",
-        "operator.resolveImages=false",
-        "--wait",
-        "--timeout=3m",
-    ]);
+    let cp = ControlPlane::with_chart(
+        "rbac",
+        true,
+        &install_with_executor(
+            chart.to_str().unwrap(),
+            &["--set", "operator.resolveImages=false"],
+        ),
+    );
     // The in-cluster Deployment cannot run (kwok pods run nothing): scale it
     // away so that only the out-of-cluster operator below holds the Lease.
     cp.kubectl(&[
@@ -2168,43 +2302,19 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
     ]);
 
     // The chart Deployment's own command line.
-    let deployment = cp.json(&["get", "deployment", "spindle", "-n", "spindle-system"]);
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let container = cp.chart_container("spindle");
     let memory_limit = quantity_bytes(
         container["resources"]["limits"]["memory"]
             .as_str()
             .expect("memory limit"),
     );
     let port = free_port();
-    let args: Vec<String> = container["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .map(|a| {
-            if a.starts_with("--http-addr=") {
-                format!("--http-addr=127.0.0.1:{port}")
-            } else {
-                a
-            }
-        })
-        .collect();
+    let args = overridden_args(
+        &container,
+        &[("--http-addr=", format!("--http-addr=127.0.0.1:{port}"))],
+    );
 
-    // A kubeconfig that impersonates the ServiceAccount, with the groups a pod's token carries.
-    let mut kubeconfig: Value =
-        serde_json::from_str(&cp.kubectl(&["config", "view", "--raw", "-o", "json"])).unwrap();
-    kubeconfig["users"][0]["user"]["as"] = json!("system:serviceaccount:spindle-system:spindle");
-    kubeconfig["users"][0]["user"]["as-groups"] = json!([
-        "system:serviceaccounts",
-        "system:serviceaccounts:spindle-system",
-        "system:authenticated"
-    ]);
-    let impersonating = cp.state.join("kubeconfig-spindle-sa");
-    std::fs::write(
-        &impersonating,
-        serde_json::to_string_pretty(&kubeconfig).unwrap(),
-    )
-    .unwrap();
+    let impersonating = cp.impersonating_kubeconfig("spindle");
     let as_sa = |args: &[&str]| run(&kubectl_bin(), args, Some(&impersonating), None);
     let whoami = as_sa(&[
         "auth",
@@ -2224,81 +2334,36 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
         "impersonation must not be admin: {}",
         denied.stderr
     );
-    for (verb, resource, ns, expect) in [
-        (
-            "list",
-            "spinapps.core.spinkube.dev",
-            "--all-namespaces",
-            "yes",
-        ),
-        ("watch", "secrets", "--all-namespaces", "yes"),
-        ("update", "secrets", "--all-namespaces", "no"),
-        ("create", "pods", "--all-namespaces", "no"),
-        (
-            "create",
-            "leases.coordination.k8s.io",
-            "-n=spindle-system",
-            "yes",
-        ),
-        ("create", "leases.coordination.k8s.io", "-n=apps", "no"),
-    ] {
-        let out = as_sa(&["auth", "can-i", verb, resource, ns]);
-        assert_eq!(
-            out.stdout.trim(),
-            expect,
-            "can-i {verb} {resource} {ns}: {}",
-            out.stderr
-        );
-    }
+    assert_can_i(
+        "operator",
+        as_sa,
+        &[
+            ("list spinapps.core.spinkube.dev --all-namespaces", "yes"),
+            ("watch secrets --all-namespaces", "yes"),
+            ("update secrets --all-namespaces", "no"),
+            ("create pods --all-namespaces", "no"),
+            ("create leases.coordination.k8s.io -n=spindle-system", "yes"),
+            ("create leases.coordination.k8s.io -n=apps", "no"),
+        ],
+    );
 
     cp.kubectl_stdin(&["apply", "-n", "apps", "-f", "-"], RBAC_FIXTURES);
     let forbidden_before = cp.forbidden_requests();
 
-    let log = cp.state.join("operator.log");
-    let log_file = std::fs::File::create(&log).unwrap();
-    // The container's literal env (e.g. SPINDLE_RESOLVE_IMAGES); the fieldRef
-    // ones (POD_NAME, POD_NAMESPACE) are set below as the kubelet would.
-    let literal_env: Vec<(String, String)> = container["env"]
-        .as_array()
-        .expect("env")
-        .iter()
-        .filter_map(|e| {
-            Some((
-                e["name"].as_str()?.to_string(),
-                e["value"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
+    let env = literal_env(&container);
     assert!(
-        literal_env
-            .iter()
-            .any(|(k, _)| k == "SPINDLE_RESOLVE_IMAGES"),
-        "{literal_env:?}"
+        env.iter().any(|(k, _)| k == "SPINDLE_RESOLVE_IMAGES"),
+        "{env:?}"
     );
-    let child = Command::new(&spindle)
-        .args(&args)
-        .envs(literal_env)
-        .env("KUBECONFIG", &impersonating)
-        .env("POD_NAME", "spindle-rbac-test")
-        .env("POD_NAMESPACE", "spindle-system")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", spindle.display()));
-    let operator = Operator { child, log };
-
-    // /readyz (what `helm test` checks) turns 200 once the caches synced.
-    wait_until_or(
-        Duration::from_secs(60),
-        || (http_get(port, "/readyz")?.0 == 200).then_some(()),
-        || {
-            format!(
-                "the operator's /readyz to return 200 (started with the chart's args {args:?}); log:\n{}",
-                operator.log()
-            )
-        },
+    let operator = SpindleProcess::start(
+        "operator",
+        args,
+        env,
+        &impersonating,
+        "spindle-rbac-test",
+        cp.state.join("operator.log"),
     );
+    operator.wait_ready(port);
 
     // Convergence: every rolled-out app has its Deployment ready and reports it.
     // Fail fast (with the log) on the first 403 instead of timing out later.
@@ -2327,30 +2392,14 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
             let out = cp.try_kubectl(args);
             format!("{}{}", out.stdout, out.stderr)
         };
-        let log = operator.log();
-        let lines: Vec<&str> = log.lines().collect();
+        let status =
+            |kind: &str| get(&["get", kind, name, "-n", "apps", "-o", "jsonpath={.status}"]);
         format!(
             "SpinApp {name} to converge with {replicas} ready\n--- app status:\n{}\n--- deployment status:\n{}\n--- pods:\n{}\n--- operator log (last 150 lines):\n{}",
-            get(&[
-                "get",
-                "spinapp",
-                name,
-                "-n",
-                "apps",
-                "-o",
-                "jsonpath={.status}"
-            ]),
-            get(&[
-                "get",
-                "deployment",
-                name,
-                "-n",
-                "apps",
-                "-o",
-                "jsonpath={.status}"
-            ]),
+            status("spinapp"),
+            status("deployment"),
             get(&["get", "pods", "-n", "apps", "-o", "wide"]),
-            lines[lines.len().saturating_sub(150)..].join("\n"),
+            operator.log_tail(150),
         )
     };
     for (name, replicas) in ROLLED_OUT {
@@ -2360,7 +2409,7 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
             || explain(name, replicas),
         );
     }
-    wait_until(
+    operator.wait_until(
         "the Service of service-only",
         Duration::from_secs(60),
         || {
@@ -2374,7 +2423,7 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
     );
     // The legacy group: children owned by the legacy object (blockOwnerDeletion
     // needs its finalizers right), status written back to it.
-    wait_until(
+    operator.wait_until(
         "legacy SpinApp legacy-article to converge",
         Duration::from_secs(120),
         || {
@@ -2392,13 +2441,13 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
             (app["status"]["readyReplicas"].as_i64() == Some(1)).then_some(())
         },
     );
-    wait_until(
-        "SpinApp guarded-app to converge",
+    wait_until_or(
         Duration::from_secs(120),
         || converged("guarded-app", 1),
+        || explain("guarded-app", 1),
     );
     // The missing executor is reported, and nothing is created for the app.
-    wait_until(
+    operator.wait_until(
         "a Warning event about the missing executor",
         Duration::from_secs(60),
         || {
@@ -2453,7 +2502,7 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
         "apps",
         "--wait=false",
     ]);
-    wait_until(
+    operator.wait_until(
         "the unused executor to be deleted",
         Duration::from_secs(60),
         || (!cp.exists(&["spinappexecutor", "guarded", "-n", "apps"])).then_some(()),
@@ -2465,14 +2514,7 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
 
     // Zero 403s: the apiserver's own counter, the operator's log, the events.
     std::thread::sleep(Duration::from_secs(2));
-    let forbidden = cp.forbidden_requests() - forbidden_before;
-    let log_text = operator.log();
-    let denied: Vec<&str> = log_text.lines().filter(|l| mentions_403(l)).collect();
-    assert!(
-        forbidden == 0 && denied.is_empty(),
-        "the operator hit {forbidden} 403s with the chart's RBAC; log lines:\n{}\nfull log:\n{log_text}",
-        denied.join("\n")
-    );
+    operator.assert_no_403s(&cp, forbidden_before);
     let events = cp
         .kubectl(&["get", "events.events.k8s.io", "-A", "-o", "json"])
         .to_lowercase();
@@ -2531,9 +2573,7 @@ fn rule_list(o: &Value) -> Vec<(Vec<String>, Vec<String>)> {
 #[test]
 fn activator_is_installed_by_default_with_least_privilege_and_wired_to_the_operator() {
     let objs = render(&[]);
-    let deployment = find_activator(&objs, "Deployment");
-    assert_eq!(deployment.len(), 1, "one activator Deployment");
-    let deployment = deployment[0];
+    let deployment = one_activator(&objs, "Deployment");
     assert_eq!(deployment["metadata"]["name"], "spindle-activator");
     assert_eq!(deployment["spec"]["replicas"], 2);
     assert_eq!(
@@ -2548,53 +2588,47 @@ fn activator_is_installed_by_default_with_least_privilege_and_wired_to_the_opera
         operator_container(&objs)["image"],
         "the operator's image"
     );
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = strs(&c["args"]);
     assert_eq!(args[0], "activator");
-    for want in [
-        "--admin-addr=0.0.0.0:9090",
-        "--port-range=20000-29999",
-        "--max-pending-global=20000",
-    ] {
-        assert!(args.contains(&want), "{want} in {args:?}");
-    }
+    assert_has_args(
+        &args,
+        &[
+            "--admin-addr=0.0.0.0:9090",
+            "--port-range=20000-29999",
+            "--max-pending-global=20000",
+        ],
+    );
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert!(c["resources"]["limits"]["memory"].is_string());
 
     // The Service the operator reads, selecting exactly the activator pods.
-    let service = find_activator(&objs, "Service");
-    assert_eq!(service.len(), 1);
+    let service = one_activator(&objs, "Service");
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
-    for (k, v) in service[0]["spec"]["selector"].as_object().unwrap() {
+    for (k, v) in service["spec"]["selector"].as_object().unwrap() {
         assert_eq!(&labels[k], v, "Service selector {k}");
     }
-    assert_eq!(service[0]["spec"]["ports"][0]["port"], 9090);
-    let pdb = find_activator(&objs, "PodDisruptionBudget");
-    assert_eq!(pdb.len(), 1);
-    assert_eq!(pdb[0]["spec"]["minAvailable"], 1);
+    assert_eq!(service["spec"]["ports"][0]["port"], 9090);
+    let pdb = one_activator(&objs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
 
     // The operator is told where the activators are.
     let op_args = args_of(&objs);
-    for want in [
-        "--activator-namespace=spindle-system",
-        "--activator-service=spindle-activator",
-        "--activator-port-range=20000-29999",
-        "--activator-admin-port=9090",
-    ] {
-        assert!(op_args.contains(&want.to_string()), "{want} in {op_args:?}");
-    }
+    assert_has_args(
+        &op_args,
+        &[
+            "--activator-namespace=spindle-system",
+            "--activator-service=spindle-activator",
+            "--activator-port-range=20000-29999",
+            "--activator-admin-port=9090",
+        ],
+    );
 
     // RBAC: the activator reads Services and EndpointSlices and writes
     // Leases in the release namespace only; nothing else.
-    let cr = find_activator(&objs, "ClusterRole");
-    assert_eq!(cr.len(), 1);
-    for (resources, verbs) in rule_list(cr[0]) {
+    let cr = one_activator(&objs, "ClusterRole");
+    for (resources, verbs) in rule_list(cr) {
         assert!(
             resources == ["services"] || resources == ["endpointslices"],
             "{resources:?}"
@@ -2670,117 +2704,67 @@ fn activator_is_installed_by_default_with_least_privilege_and_wired_to_the_opera
 /// and writes the demand Lease for a held request, without a single 403.
 #[test]
 fn activator_with_chart_rbac_holds_a_request_and_signals_demand_without_a_403() {
-    let spindle = spindle_e2e::spindle_bin();
-    assert!(
-        spindle.is_file(),
-        "{} is missing: run `cargo build -p spindle`",
-        spindle.display()
-    );
-    let _serial = CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    // Only the API is needed: no pod runs.
-    let cp = ControlPlane::start("activator-rbac", false);
+    spindle_binary();
     let chart = chart_dir();
-    cp.kubectl(&["create", "namespace", "apps"]);
-    cp.helm(&[
-        "install",
-        "spindle",
-        chart.to_str().unwrap(),
-        "-n",
-        "spindle-system",
-        "--create-namespace",
-    ]);
-    let deployment = cp.json(&[
-        "get",
-        "deployment",
-        "spindle-activator",
-        "-n",
-        "spindle-system",
-    ]);
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    // Only the API is needed: no pod runs.
+    let cp = ControlPlane::with_chart(
+        "activator-rbac",
+        false,
+        &[
+            "install",
+            "spindle",
+            chart.to_str().unwrap(),
+            "-n",
+            "spindle-system",
+            "--create-namespace",
+        ],
+    );
+    let container = cp.chart_container("spindle-activator");
     let admin = free_port();
     let app_port = 29_950;
-    let args: Vec<String> = container["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .map(|a| {
-            if a.starts_with("--admin-addr=") {
-                format!("--admin-addr=127.0.0.1:{admin}")
-            } else if a.starts_with("--port-range=") {
-                // A narrow range: other tests may listen on 127.0.0.1 too.
-                format!("--port-range={app_port}-{app_port}")
-            } else {
-                a
-            }
-        })
-        .chain(["--listen-ip=127.0.0.1".to_string()])
-        .collect();
+    let mut args = overridden_args(
+        &container,
+        &[
+            ("--admin-addr=", format!("--admin-addr=127.0.0.1:{admin}")),
+            // A narrow range: other tests may listen on 127.0.0.1 too.
+            (
+                "--port-range=",
+                format!("--port-range={app_port}-{app_port}"),
+            ),
+        ],
+    );
+    args.push("--listen-ip=127.0.0.1".to_string());
 
-    let sa = "system:serviceaccount:spindle-system:spindle-activator";
-    let mut kubeconfig: Value =
-        serde_json::from_str(&cp.kubectl(&["config", "view", "--raw", "-o", "json"])).unwrap();
-    kubeconfig["users"][0]["user"]["as"] = json!(sa);
-    kubeconfig["users"][0]["user"]["as-groups"] = json!([
-        "system:serviceaccounts",
-        "system:serviceaccounts:spindle-system",
-        "system:authenticated"
-    ]);
-    let impersonating = cp.state.join("kubeconfig-activator-sa");
-    std::fs::write(
-        &impersonating,
-        serde_json::to_string_pretty(&kubeconfig).unwrap(),
-    )
-    .unwrap();
-    let as_sa = |args: &[&str]| run(&kubectl_bin(), args, Some(&impersonating), None);
-    for (verb, resource, ns, expect) in [
-        ("watch", "services", "--all-namespaces", "yes"),
-        (
-            "watch",
-            "endpointslices.discovery.k8s.io",
-            "--all-namespaces",
-            "yes",
-        ),
-        ("create", "endpointslices.discovery.k8s.io", "-n=apps", "no"),
-        ("get", "secrets", "--all-namespaces", "no"),
-        ("list", "pods", "--all-namespaces", "no"),
-        (
-            "patch",
-            "leases.coordination.k8s.io",
-            "-n=spindle-system",
-            "yes",
-        ),
-        ("create", "leases.coordination.k8s.io", "-n=apps", "no"),
-    ] {
-        let out = as_sa(&["auth", "can-i", verb, resource, ns]);
-        assert_eq!(
-            out.stdout.trim(),
-            expect,
-            "activator can-i {verb} {resource} {ns}: {}",
-            out.stderr
-        );
-    }
+    let impersonating = cp.impersonating_kubeconfig("spindle-activator");
+    assert_can_i(
+        "activator",
+        |args| run(&kubectl_bin(), args, Some(&impersonating), None),
+        &[
+            ("watch services --all-namespaces", "yes"),
+            (
+                "watch endpointslices.discovery.k8s.io --all-namespaces",
+                "yes",
+            ),
+            ("create endpointslices.discovery.k8s.io -n=apps", "no"),
+            ("get secrets --all-namespaces", "no"),
+            ("list pods --all-namespaces", "no"),
+            ("patch leases.coordination.k8s.io -n=spindle-system", "yes"),
+            ("create leases.coordination.k8s.io -n=apps", "no"),
+        ],
+    );
     // The operator's scale-to-zero rights, as its ServiceAccount.
-    for (verb, resource, ns) in [
-        ("patch", "endpointslices.discovery.k8s.io", "-n=apps"),
-        ("delete", "endpointslices.discovery.k8s.io", "-n=apps"),
-        ("patch", "deployments.apps/scale", "-n=apps"),
-        ("watch", "leases.coordination.k8s.io", "-n=spindle-system"),
-    ] {
-        let out = cp.try_kubectl(&[
-            "auth",
-            "can-i",
-            verb,
-            resource,
-            ns,
-            "--as=system:serviceaccount:spindle-system:spindle",
-        ]);
-        assert_eq!(
-            out.stdout.trim(),
-            "yes",
-            "operator can-i {verb} {resource} {ns}"
-        );
-    }
+    assert_can_i(
+        "operator",
+        |args| {
+            cp.try_kubectl(&[args, &["--as=system:serviceaccount:spindle-system:spindle"]].concat())
+        },
+        &[
+            ("patch endpointslices.discovery.k8s.io -n=apps", "yes"),
+            ("delete endpointslices.discovery.k8s.io -n=apps", "yes"),
+            ("patch deployments.apps/scale -n=apps", "yes"),
+            ("watch leases.coordination.k8s.io -n=spindle-system", "yes"),
+        ],
+    );
 
     // An app Service as the operator writes it for a scale-to-zero app.
     cp.kubectl_stdin(
@@ -2800,55 +2784,37 @@ spec:
         ),
     );
     let forbidden_before = cp.forbidden_requests();
-    let log = cp.state.join("activator.log");
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(&spindle)
-        .args(&args)
-        .env("KUBECONFIG", &impersonating)
-        .env("POD_NAME", "spindle-activator-test")
-        .env("POD_NAMESPACE", "spindle-system")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", spindle.display()));
-    let activator = Operator { child, log };
-    wait_until_or(
-        Duration::from_secs(60),
-        || (http_get(admin, "/readyz")?.0 == 200).then_some(()),
-        || format!("the activator's /readyz; log:\n{}", activator.log()),
+    let activator = SpindleProcess::start(
+        "activator",
+        args,
+        Vec::new(),
+        &impersonating,
+        "spindle-activator-test",
+        cp.state.join("activator.log"),
     );
+    activator.wait_ready(admin);
     // A request for the app: held (no pod), and demand is signalled.
-    let mut held = wait_until_or(
+    let mut held = activator.wait_until(
+        &format!("the activator listening on {app_port}"),
         Duration::from_secs(30),
         || std::net::TcpStream::connect(("127.0.0.1", app_port)).ok(),
-        || {
-            format!(
-                "the activator listening on {app_port}; log:\n{}",
-                activator.log()
-            )
-        },
     );
     held.write_all(b"GET / HTTP/1.1\r\nhost: hello\r\nconnection: close\r\n\r\n")
         .unwrap();
-    let lease = wait_until_or(
-        Duration::from_secs(30),
-        || {
-            let out = cp.try_kubectl(&[
-                "get",
-                "lease",
-                "demand.apps.hello",
-                "-n",
-                "spindle-system",
-                "-o",
-                "json",
-            ]);
-            out.ok
-                .then(|| serde_json::from_str::<Value>(&out.stdout).ok())
-                .flatten()
-        },
-        || format!("the demand Lease; log:\n{}", activator.log()),
-    );
+    let lease = activator.wait_until("the demand Lease", Duration::from_secs(30), || {
+        let out = cp.try_kubectl(&[
+            "get",
+            "lease",
+            "demand.apps.hello",
+            "-n",
+            "spindle-system",
+            "-o",
+            "json",
+        ]);
+        out.ok
+            .then(|| serde_json::from_str::<Value>(&out.stdout).ok())
+            .flatten()
+    });
     assert_eq!(lease["spec"]["holderIdentity"], "spindle-activator-test");
     // The held request ends with 503 + Retry-After after the cold-start timeout.
     held.set_read_timeout(Some(Duration::from_secs(20)))
@@ -2859,13 +2825,6 @@ spec:
     assert!(answer.to_lowercase().contains("retry-after"), "{answer}");
 
     std::thread::sleep(Duration::from_secs(1));
-    let forbidden = cp.forbidden_requests() - forbidden_before;
-    let log_text = activator.log();
-    let denied: Vec<&str> = log_text.lines().filter(|l| mentions_403(l)).collect();
-    assert!(
-        forbidden == 0 && denied.is_empty(),
-        "the activator hit {forbidden} 403s with the chart's RBAC; log lines:\n{}\nfull log:\n{log_text}",
-        denied.join("\n")
-    );
+    activator.assert_no_403s(&cp, forbidden_before);
     let _ = activator.stop();
 }
