@@ -23,5 +23,7 @@ mod problems;
 mod references;
 #[path = "reconciler/rollout.rs"]
 mod rollout;
+#[path = "reconciler/startup.rs"]
+mod startup;
 #[path = "reconciler/table.rs"]
 mod table;

@@ -39,8 +39,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
+use super::cache::{Synced, cached};
 use super::references::{RefKind, ReferenceIndex};
-use super::{Config, Context, Error, api_in, cached, object_key, retry_after, spinapp};
+use super::{Config, Context, Error, api_in, object_key, retry_after, spinapp};
 use crate::api::compat::{LEGACY_GROUP, LegacySpinApp};
 use crate::api::{SpinApp, SpinAppExecutor};
 use crate::status::{self, ConditionProblem};
@@ -224,6 +225,7 @@ pub fn error_policy(legacy: Arc<LegacySpinApp>, error: &Error, ctx: Arc<Context>
 /// shared [`Context`] exists.
 pub struct Legacy {
     store: Store<LegacySpinApp>,
+    synced: Synced,
     events: BoxStream<'static, Result<LegacySpinApp, watcher::Error>>,
     triggers: UnboundedReceiver<ObjectRef<LegacySpinApp>>,
     tap: Tap,
@@ -262,7 +264,7 @@ impl Legacy {
             }
             return None;
         }
-        let (store, events) = cached::<LegacySpinApp>(api, watch);
+        let (store, synced, events) = cached::<LegacySpinApp>("legacy SpinApp", api, watch);
         let (to_legacy, triggers) = unbounded();
         let (to_canonical, canonical) = unbounded();
         let references = Arc::new(ReferenceIndex::default());
@@ -288,6 +290,7 @@ impl Legacy {
         };
         Some(Legacy {
             store,
+            synced,
             events,
             triggers,
             tap,
@@ -299,6 +302,11 @@ impl Legacy {
     /// The cache of legacy SpinApps.
     pub fn store(&self) -> Store<LegacySpinApp> {
         self.store.clone()
+    }
+
+    /// The legacy cache's first-list signal.
+    pub fn synced(&self) -> Synced {
+        self.synced.clone()
     }
 
     /// The tap for the shared watch streams.

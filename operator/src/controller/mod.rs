@@ -6,7 +6,7 @@
 //!
 //! | watch | objects | cached | purpose |
 //! | --- | --- | --- | --- |
-//! | SpinApps | full | yes (controller store) | the primary objects |
+//! | SpinApps | full, managedFields stripped | yes (the controller's store) | the primary objects |
 //! | Deployments, Services `app.kubernetes.io/managed-by=spindle` | full, managedFields stripped | yes | owned children: triggers and the "nothing changed, skip the write" check |
 //! | Secrets with label `core.spinkube.dev/app-name` | full, managedFields stripped | yes | Spindle's runtime-config Secrets and spin-operator's `<app>-<hash>` Secrets (garbage-collected after a migration) |
 //! | SpinAppExecutors | full | yes | executor lookups and triggers |
@@ -20,8 +20,13 @@
 //! `PartialObjectMetadata` for them. A design without any `list`/`watch` on
 //! Secrets would have to poll referenced Secrets and could not notice a
 //! deleted runtime-config Secret, so it was not chosen.
+//!
+//! A reconcile starts only once every cache has finished its first list
+//! ([`Context::caches_synced`], [`cache::Synced`]): an empty cache would read
+//! as "the executor does not exist".
 
 pub mod backoff;
+pub mod cache;
 pub mod executor;
 pub mod legacy;
 pub mod references;
@@ -38,10 +43,9 @@ use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 
 use crate::api::compat::LegacySpinApp;
 use crate::api::{SpinApp, SpinAppExecutor};
@@ -185,6 +189,8 @@ pub struct Context {
     pub legacy_apps: Option<Store<LegacySpinApp>>,
     /// Scale-to-zero state (activator port table, activity, its caches).
     pub scale: Arc<scale_to_zero::Shared>,
+    /// The first-list signals of every cache above (see [`Context::caches_synced`]).
+    pub caches: Arc<[cache::Synced]>,
 }
 
 /// How long a reconcile waits for the caches it reads (see [`Context::caches_synced`]).
@@ -198,57 +204,9 @@ impl Context {
     /// them in). Waiting inside a reconcile is safe: the controller keeps
     /// polling its watch streams while reconciles run.
     pub async fn caches_synced(&self) -> Result<(), Error> {
-        async fn ready<K>(store: &Store<K>, name: &'static str) -> Result<(), &'static str>
-        where
-            K: Resource<DynamicType = ()> + Clone + 'static,
-        {
-            store.wait_until_ready().await.map_err(|_| name)
-        }
-        let all = async {
-            let (a, b, c, d, e, f) = futures::join!(
-                ready(&self.apps, "SpinApp"),
-                ready(&self.deployments, "Deployment"),
-                ready(&self.services, "Service"),
-                ready(&self.secrets, "Secret"),
-                ready(&self.executors, "SpinAppExecutor"),
-                ready(&self.runtime_classes, "RuntimeClass"),
-            );
-            a.and(b).and(c).and(d).and(e).and(f)?;
-            match &self.legacy_apps {
-                Some(store) => ready(store, "legacy SpinApp").await,
-                None => Ok(()),
-            }
-        };
-        match tokio::time::timeout(CACHE_SYNC_WAIT, all).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(name)) => Err(Error::CacheNotSynced(name)),
-            Err(_) => Err(Error::CacheNotSynced(self.first_unsynced())),
-        }
-    }
-
-    /// The name of a cache that is not synced yet (for the error message).
-    fn first_unsynced(&self) -> &'static str {
-        fn synced<K>(store: &Store<K>) -> bool
-        where
-            K: Resource<DynamicType = ()> + Clone + 'static,
-        {
-            matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
-        }
-        if !synced(&self.apps) {
-            "SpinApp"
-        } else if !synced(&self.deployments) {
-            "Deployment"
-        } else if !synced(&self.services) {
-            "Service"
-        } else if !synced(&self.secrets) {
-            "Secret"
-        } else if !synced(&self.executors) {
-            "SpinAppExecutor"
-        } else if !synced(&self.runtime_classes) {
-            "RuntimeClass"
-        } else {
-            "legacy SpinApp"
-        }
+        cache::wait_all(&self.caches, CACHE_SYNC_WAIT)
+            .await
+            .map_err(Error::CacheNotSynced)
     }
 
     /// An API for a namespaced kind in `namespace`.
@@ -291,33 +249,6 @@ where
     }
 }
 
-/// A reflector-backed watch stream: the store is updated before each object
-/// is passed on, so mappers downstream see consistent state.
-fn cached<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
-        .reflect(writer)
-        .touched_objects();
-    (reader, stream)
-}
-
 /// Probe that the CRDs are installed: a `list` of SpinApps with `limit=1`.
 pub async fn check_crds_installed(client: &Client, namespace: Option<&str>) -> Result<(), Error> {
     let apps: Api<SpinApp> = api_in(client, namespace);
@@ -356,26 +287,44 @@ pub async fn run_until(
         .clone()
         .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
 
-    let (deployments, deployment_events) = cached::<Deployment>(api_in(&client, ns), owned.clone());
-    let (services, service_events) = cached::<Service>(api_in(&client, ns), owned);
-    let (secrets, secret_events) =
-        cached::<Secret>(api_in(&client, ns), watch.clone().labels(APP_NAME_LABEL));
-    let (executors, executor_events) =
-        cached::<SpinAppExecutor>(api_in(&client, ns), watch.clone());
-    let (runtime_classes, runtime_class_events) =
-        cached::<RuntimeClass>(Api::all(client.clone()), watch.clone());
+    let (deployments, deployments_synced, deployment_events) =
+        cache::cached::<Deployment>("Deployment", api_in(&client, ns), owned.clone());
+    let (services, services_synced, service_events) =
+        cache::cached::<Service>("Service", api_in(&client, ns), owned);
+    let (secrets, secrets_synced, secret_events) = cache::cached::<Secret>(
+        "Secret",
+        api_in(&client, ns),
+        watch.clone().labels(APP_NAME_LABEL),
+    );
+    let (executors, executors_synced, executor_events) =
+        cache::cached::<SpinAppExecutor>("SpinAppExecutor", api_in(&client, ns), watch.clone());
+    let (runtime_classes, runtime_classes_synced, runtime_class_events) =
+        cache::cached::<RuntimeClass>("RuntimeClass", Api::all(client.clone()), watch.clone());
     let mut legacy =
         legacy::Legacy::setup(&client, ns, &config, watch.clone(), executors.clone()).await;
     let legacy_apps = legacy.as_ref().map(legacy::Legacy::store);
     let tap = legacy::Legacy::tap(legacy.as_ref());
 
-    let app_controller = Controller::new(api_in::<SpinApp>(&client, ns), watch.clone())
+    // The controller's own store, built here so that it has a first-list signal too.
+    let (apps, apps_synced, app_events) =
+        cache::cached_events::<SpinApp>("SpinApp", api_in(&client, ns), watch.clone());
+    let app_controller = Controller::for_stream(app_events.applied_objects(), apps.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
-    let apps = app_controller.store();
     // The poller stops when `_scale_poller` is dropped at the end of the run.
     let (scale, scale_triggers, _scale_poller) =
         scale_to_zero::start(&client, ns, &config.scale_to_zero, apps.clone());
     let references = Arc::new(ReferenceIndex::default());
+    let mut caches = vec![
+        apps_synced,
+        deployments_synced,
+        services_synced,
+        secrets_synced,
+        executors_synced,
+        runtime_classes_synced,
+    ];
+    caches.extend(legacy.as_ref().map(legacy::Legacy::synced));
+    caches.extend(scale.synced().iter().cloned());
+    let caches: Arc<[cache::Synced]> = caches.into();
 
     let reporter = Reporter {
         controller: REPORTER.into(),
@@ -397,6 +346,7 @@ pub async fn run_until(
         group: legacy::AppGroup::Canonical,
         legacy_apps: legacy_apps.clone(),
         scale,
+        caches: caches.clone(),
     });
 
     // Referenced Secrets/ConfigMaps: metadata only, mapped through the index.
@@ -477,21 +427,12 @@ pub async fn run_until(
 
     let readiness = config.readiness.clone();
     let synced = async move {
-        let (a, b, c, d, e, f) = futures::join!(
-            apps.wait_until_ready(),
-            deployments.wait_until_ready(),
-            services.wait_until_ready(),
-            secrets.wait_until_ready(),
-            executors.wait_until_ready(),
-            runtime_classes.wait_until_ready()
-        );
-        let g = match legacy_apps {
-            Some(store) => store.wait_until_ready().await.is_ok(),
-            None => true,
-        };
-        if a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && e.is_ok() && f.is_ok() && g {
-            tracing::info!("caches synced");
-            readiness.set_caches_synced(true);
+        match futures::future::try_join_all(caches.iter().map(cache::Synced::wait)).await {
+            Ok(_) => {
+                tracing::info!("caches synced");
+                readiness.set_caches_synced(true);
+            }
+            Err(cache) => tracing::error!(cache, "a watch ended before its first list"),
         }
     };
 

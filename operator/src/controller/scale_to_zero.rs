@@ -37,10 +37,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
+use super::cache::{Synced, cached};
 use super::{Context, Error};
 use crate::activator::kube::{
     LEASE_APP_NAME_LABEL, LEASE_APP_NAMESPACE_LABEL, demand_lease_name, route_annotations,
@@ -240,9 +241,16 @@ pub struct Shared {
     app_slices: Store<EndpointSlice>,
     activator_slices: Store<EndpointSlice>,
     leases: Store<Lease>,
+    /// First-list signals of the three caches above.
+    synced: [Synced; 3],
 }
 
 impl Shared {
+    /// First-list signals of the scale-to-zero caches (a reconcile waits for them).
+    pub fn synced(&self) -> &[Synced] {
+        &self.synced
+    }
+
     fn seen(&self, key: &AppKey) -> (Option<SystemTime>, Option<Seen>) {
         let view = self.activity.lock().unwrap_or_else(|e| e.into_inner());
         (view.polled_at, view.apps.get(key).copied())
@@ -256,31 +264,6 @@ impl Drop for Guard {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn cached<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
-        .reflect(writer)
-        .touched_objects();
-    (reader, stream)
 }
 
 fn enabled(app: &SpinApp) -> bool {
@@ -309,15 +292,21 @@ pub fn start(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let (app_slices, app_slice_events) = cached(slices_api, watch.clone().labels(APP_NAME_LABEL));
-    let (activator_slices, activator_events) = cached(
+    let (app_slices, app_slices_synced, app_slice_events) = cached(
+        "app EndpointSlice",
+        slices_api,
+        watch.clone().labels(APP_NAME_LABEL),
+    );
+    let (activator_slices, activator_slices_synced, activator_events) = cached(
+        "activator EndpointSlice",
         Api::<EndpointSlice>::namespaced(client.clone(), &options.activator_namespace),
         watch.clone().labels(&format!(
             "{SERVICE_NAME_LABEL}={}",
             options.activator_service
         )),
     );
-    let (leases, lease_events) = cached(
+    let (leases, leases_synced, lease_events) = cached(
+        "demand Lease",
         Api::<Lease>::namespaced(client.clone(), &options.activator_namespace),
         watch.labels(LEASE_APP_NAME_LABEL),
     );
@@ -329,6 +318,7 @@ pub fn start(
         app_slices,
         activator_slices,
         leases,
+        synced: [app_slices_synced, activator_slices_synced, leases_synced],
     });
 
     // Triggers, only for apps with scale to zero on (kcm's slice updates of
@@ -540,16 +530,8 @@ pub async fn prepare(app: &SpinApp, ctx: &Context, model: &mut App) -> Result<Pl
     };
     let settings = settings.filter(|_| !matches!(model.executor, ExecutorMode::NoDeployment));
 
-    // The app's slices (kcm's and ours).
-    let (a, b, c, d) = futures::join!(
-        shared.app_slices.wait_until_ready(),
-        shared.activator_slices.wait_until_ready(),
-        shared.leases.wait_until_ready(),
-        ctx.services.wait_until_ready(),
-    );
-    if a.is_err() || b.is_err() || c.is_err() || d.is_err() {
-        return Err(Error::IncompleteObject("synced scale-to-zero caches"));
-    }
+    // The app's slices (kcm's and ours); the caches are synced (the
+    // reconcile waited for them, see `Context::caches_synced`).
     let slices: Vec<EndpointSlice> = shared
         .app_slices
         .state()
