@@ -51,10 +51,7 @@ pub async fn reconcile(app: Arc<SpinApp>, ctx: Arc<Context>) -> Result<Action, E
     let key = object_key(app.as_ref());
     let span =
         tracing::info_span!("reconcile", object = %key, generation = app.metadata.generation);
-    let _enter = span.enter();
-    drop(_enter);
-
-    let result = reconcile_inner(&app, &ctx).await;
+    let result = tracing::Instrument::instrument(reconcile_inner(&app, &ctx), span).await;
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
     }
