@@ -16,6 +16,24 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+/// What a cache can hold: a kind with static type information that can be
+/// watched and shared between tasks.
+pub trait Cacheable:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Cacheable for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Whether a cache has finished its first list (it stays so across re-lists).
 #[derive(Clone, Debug)]
 pub struct Synced {
@@ -79,13 +97,7 @@ pub fn cached_events<K>(
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     let (reader, writer) = reflector::store();
     let (synced, raise) = Synced::new(name);
@@ -112,13 +124,7 @@ pub fn cached<K>(
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     let (store, synced, events) = cached_events(name, api, config);
     (store, synced, events.touched_objects())
