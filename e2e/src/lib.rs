@@ -74,6 +74,17 @@ pub fn spindle_bin() -> PathBuf {
     target.join("debug").join("spindle")
 }
 
+/// [`spindle_bin`] if it is built, else an error that says how to build it.
+pub fn built_spindle_bin() -> anyhow::Result<PathBuf> {
+    let path = spindle_bin();
+    anyhow::ensure!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p spindle` (e2e/scripts/test.sh does)",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// Path of the test cluster's kubeconfig. Panics with instructions when unset:
 /// a cluster test must never pass by silently skipping.
 pub fn kubeconfig_path() -> PathBuf {

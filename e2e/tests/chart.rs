@@ -2022,13 +2022,7 @@ const ROLLED_OUT: [(&str, i64); 7] = [
 /// `target/debug/spindle`, checked before a test takes the lock and starts
 /// a control plane for nothing.
 fn spindle_binary() -> PathBuf {
-    let spindle = spindle_e2e::spindle_bin();
-    assert!(
-        spindle.is_file(),
-        "{} is missing: run `cargo build -p spindle`",
-        spindle.display()
-    );
-    spindle
+    spindle_e2e::built_spindle_bin().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A container's args with each one that starts with an override's prefix

@@ -214,7 +214,7 @@ mod operator_side {
     use spindle::api::SpinApp;
     use spindle::controller::scale_to_zero::Options;
     use spindle::metrics::Metrics;
-    use spindle_e2e::{TestNamespace, kubeconfig_path, spindle_bin, wait_for};
+    use spindle_e2e::{TestNamespace, built_spindle_bin, kubeconfig_path, wait_for};
 
     const TIMEOUT: Duration = Duration::from_secs(60);
     const EXECUTOR: &str = r#"
@@ -327,12 +327,7 @@ spec:
 
     impl ActivatorProcess {
         async fn start(ns: &str, range: &RangeInclusive<u16>) -> Self {
-            let bin = spindle_bin();
-            assert!(
-                bin.exists(),
-                "{} does not exist: run `cargo build -p spindle` (e2e/scripts/test.sh does)",
-                bin.display()
-            );
+            let bin = built_spindle_bin().unwrap_or_else(|e| panic!("{e:#}"));
             let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             let child = tokio::process::Command::new(bin)
                 .args([

@@ -191,17 +191,6 @@ fn helm_bin() -> PathBuf {
         })
 }
 
-/// The operator binary (`$SPINDLE_BIN`, else `<target>/debug/spindle`).
-fn spindle_bin() -> anyhow::Result<PathBuf> {
-    let path = spindle_e2e::spindle_bin();
-    ensure!(
-        path.exists(),
-        "{} is missing: run `cargo build -p spindle`",
-        path.display()
-    );
-    Ok(path)
-}
-
 async fn run_cmd(
     program: &std::path::Path,
     args: &[&str],
@@ -267,7 +256,7 @@ impl LocalOperator {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = tokio::process::Command::new(spindle_bin()?)
+        let child = tokio::process::Command::new(spindle_e2e::built_spindle_bin()?)
             .args(["run", "--namespace", namespace, "--leader-elect=false"])
             // Otherwise the scenario images (kind-registry:5000/...) are not
             // reachable from here: pods get `spec.image` as written.
@@ -1128,7 +1117,7 @@ async fn image_resolution_unavailable(cluster: &Cluster) -> anyhow::Result<Optio
             )
         )));
     }
-    let help = run_cmd(&spindle_bin()?, &["run", "--help"], None).await?;
+    let help = run_cmd(&spindle_e2e::built_spindle_bin()?, &["run", "--help"], None).await?;
     if !help.contains("--resolve-images") {
         return Ok(Some(
             "image resolution (operator/src/oci) is not wired into the controller yet: \

@@ -10,17 +10,6 @@ use spindle_e2e::{http_get_local, kubeconfig_path, wait_for};
 
 use crate::common::*;
 
-/// The operator binary (`e2e/scripts/test.sh` builds it; by hand: `cargo build -p spindle`).
-fn binary() -> PathBuf {
-    let path = spindle_e2e::spindle_bin();
-    assert!(
-        path.exists(),
-        "{} does not exist: run `cargo build -p spindle` (e2e/scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -80,32 +69,34 @@ impl Replica {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("spindle-{ns}-{identity}.log"));
         let log_file = std::fs::File::create(&log).expect("creating the replica's log file");
-        let child = tokio::process::Command::new(binary())
-            .args([
-                "run",
-                "--namespace",
-                ns,
-                "--leader-election-namespace",
-                ns,
-                "--lease-name",
-                "spindle-leader",
-                // Test images (ghcr.io/...) are not reachable here.
-                "--resolve-images=false",
-            ])
-            .args([
-                "--identity",
-                identity,
-                "--http-addr",
-                &format!("127.0.0.1:{port}"),
-                "--log-level",
-                "info,spindle=debug",
-            ])
-            .env("KUBECONFIG", kubeconfig_path())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting the spindle binary");
+        let child = tokio::process::Command::new(
+            spindle_e2e::built_spindle_bin().unwrap_or_else(|e| panic!("{e:#}")),
+        )
+        .args([
+            "run",
+            "--namespace",
+            ns,
+            "--leader-election-namespace",
+            ns,
+            "--lease-name",
+            "spindle-leader",
+            // Test images (ghcr.io/...) are not reachable here.
+            "--resolve-images=false",
+        ])
+        .args([
+            "--identity",
+            identity,
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--log-level",
+            "info,spindle=debug",
+        ])
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting the spindle binary");
         Self {
             child,
             port,
