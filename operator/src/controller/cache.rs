@@ -74,6 +74,10 @@ impl Synced {
 /// Wait until every cache in `caches` has finished its first list, at most
 /// `timeout`; `Err` names one that has not.
 pub async fn wait_all(caches: &[Synced], timeout: Duration) -> Result<(), &'static str> {
+    // Every reconcile asks; after start-up the answer needs no timer.
+    if caches.iter().all(Synced::is_synced) {
+        return Ok(());
+    }
     let all = futures::future::join_all(caches.iter().map(Synced::wait));
     match tokio::time::timeout(timeout, all).await {
         Ok(results) => results.into_iter().collect(),
