@@ -130,6 +130,12 @@ fi
 # --- 3. cluster ------------------------------------------------------------------
 if "$kind_bin" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
   step "kind cluster $CLUSTER_NAME: exists"
+  # A cluster left from other pins would run the old node image: refuse it.
+  for node in $("$kind_bin" get nodes --name "$CLUSTER_NAME"); do
+    img=$(docker inspect -f '{{.Config.Image}}' "$node")
+    [[ $img == "$NODE_IMAGE" ]] ||
+      die "node $node runs $img, not $NODE_IMAGE (e2e/kind/pins.sh changed?): run e2e/kind/down.sh first"
+  done
   "$kind_bin" get kubeconfig --name "$CLUSTER_NAME" >"$kubeconfig"
 else
   step "kind cluster $CLUSTER_NAME: creating"
