@@ -23,6 +23,11 @@
 //!   apiserver's own `apiserver_request_total{code="403"}` counter, the
 //!   operator's log and the events), and that the operator's peak RSS fits the
 //!   chart's memory limit.
+//! * [`chart_toggles_grant_what_the_operator_watches`] (fault tier, scenario
+//!   5) renders the chart under each documented toggle and runs the real
+//!   operator with that render's flags and a TokenRequest token of its
+//!   ServiceAccount, one variant after the other on one full control plane:
+//!   `/readyz` 200, apps Ready, zero 403s.
 //!
 //! The cluster tests run one after the other (a process-wide lock): the
 //! machine has two cores.
