@@ -77,6 +77,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The apiserver did not answer an attempt in time.
+    #[error("the apiserver did not answer within {0:?}")]
+    NoAnswer(Duration),
 }
 
 /// Why a holder stopped being the leader.
@@ -285,7 +288,12 @@ impl LeaderElector {
     pub async fn acquire(&self) {
         let mut last_holder = None;
         loop {
-            match self.try_acquire_or_renew().await {
+            // Bounded like a renewal, so a hung request cannot stall the candidate.
+            let attempt =
+                tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew())
+                    .await
+                    .unwrap_or_else(|_| Err(Error::NoAnswer(self.config.renew_deadline)));
+            match attempt {
                 Ok(Attempt::Leader) => {
                     tracing::info!(lease = %self.config.name, identity = %self.config.identity, "acquired leader lease");
                     return;
@@ -317,22 +325,30 @@ impl LeaderElector {
         let retry = self.config.retry_interval.min(self.config.renew_interval);
         loop {
             tokio::time::sleep(wait).await;
-            let reason = match self.try_acquire_or_renew().await {
-                Ok(Attempt::Leader) => {
-                    last_renewal = Instant::now();
+            let sent = Instant::now();
+            // An attempt that hangs (an apiserver waiting on a stalled etcd)
+            // must not keep this replica the leader past the deadline.
+            let left = self
+                .config
+                .renew_deadline
+                .saturating_sub(last_renewal.elapsed());
+            let reason = match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
+                Ok(Ok(Attempt::Leader)) => {
+                    last_renewal = sent;
                     wait = self.config.renew_interval;
                     continue;
                 }
-                Ok(Attempt::Follower { holder }) => {
+                Ok(Ok(Attempt::Follower { holder })) => {
                     return LostLease::TakenOver {
                         name: self.config.name.clone(),
                         holder,
                     };
                 }
-                Ok(Attempt::Conflict) => {
+                Ok(Ok(Attempt::Conflict)) => {
                     "the lease kept changing under this replica (409 Conflict)".to_owned()
                 }
-                Err(error) => error.to_string(),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("the apiserver did not answer within {left:?}"),
             };
             if last_renewal.elapsed() + retry >= self.config.renew_deadline {
                 return LostLease::RenewFailed {
@@ -428,6 +444,59 @@ mod tests {
             "a holder must give up before others may take over"
         );
         assert!(c.renew_interval < c.renew_deadline);
+    }
+
+    /// An apiserver that answers the first `answers` requests for the Lease
+    /// (404 to the GET, 201 to the create) and then never again.
+    fn hanging_apiserver(answers: usize) -> Client {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n >= answers {
+                    futures::future::pending::<()>().await;
+                }
+                let (status, body) = if request.method() == http::Method::GET {
+                    let status = serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                        "status": "Failure", "reason": "NotFound", "code": 404});
+                    (404, status.to_string())
+                } else {
+                    let lease = serde_json::json!({"apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease", "metadata": {"name": "l", "namespace": "ns"}});
+                    (201, lease.to_string())
+                };
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(kube::client::Body::from(body.into_bytes()))
+                        .unwrap(),
+                )
+            }
+        });
+        Client::new(service, "ns")
+    }
+
+    #[tokio::test]
+    async fn a_renewal_that_hangs_loses_the_lease_at_the_deadline() {
+        let mut config = LeaseConfig::new("ns", "l", "me");
+        config.renew_deadline = Duration::from_millis(600);
+        config.renew_interval = Duration::from_millis(200);
+        config.retry_interval = Duration::from_millis(100);
+        let elector = LeaderElector::new(hanging_apiserver(2), config);
+        elector.acquire().await;
+        assert!(elector.fence().is_open());
+        let started = Instant::now();
+        let lost = tokio::time::timeout(Duration::from_secs(10), elector.hold())
+            .await
+            .expect("hold() hung with the apiserver");
+        assert!(matches!(lost, LostLease::RenewFailed { .. }), "{lost:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!elector.fence().is_open());
     }
 
     #[test]
