@@ -6,7 +6,7 @@
 #
 # Usage: e2e/scripts/controlplane.sh start [--minimal | --netns] | stop | status | env
 #        e2e/scripts/controlplane.sh {stop|status|env} --netns | exec -- CMD...
-#        e2e/scripts/controlplane.sh restart-apiserver [--signal TERM|KILL] [--down SECONDS]
+#        e2e/scripts/controlplane.sh restart-apiserver [--signal TERM|KILL] [--grace SECONDS] [--down SECONDS]
 #        e2e/scripts/controlplane.sh {pause|resume} COMPONENT
 #   start      start everything (or report that it is already running); waits
 #              for /readyz, default ServiceAccounts and a Ready node; prints timings
@@ -23,9 +23,10 @@
 #   exec       run CMD inside the netns tier's namespace with its KUBECONFIG
 #              (and SPINDLE_TEST_KUBECONFIG) set and kubectl on PATH
 #   restart-apiserver  the fault tier (e2e/tests/faults.rs): stop kube-apiserver
-#              alone by its recorded PID (SIGTERM, the default, or SIGKILL), keep
-#              it down SECONDS (default 0), start it again with the very same
-#              command line (same port, certs, etcd), wait for /readyz
+#              alone by its recorded PID (SIGTERM, the default, or SIGKILL; after
+#              SIGTERM, SIGKILL when it has not exited within --grace, default 30 s
+#              as a kubelet does), keep it down SECONDS (default 0), start it again
+#              with the very same command line (same port, certs, etcd), wait for /readyz
 #   pause, resume  SIGSTOP / SIGCONT one component by its recorded PID (the fault
 #              tier pauses etcd)
 #   SPINDLE_AUDIT=1 (start): kube-apiserver writes an audit log of every write
@@ -343,16 +344,18 @@ EOF
 # again from its own /proc cmdline, so it comes back on the same port with the
 # same certs and flags and every client reconnects by itself.
 restart_apiserver() {
-  local sig=TERM down=0
+  local sig=TERM down=0 grace=30
   while (($#)); do
     case $1 in
       --signal) sig=${2:-}; shift 2 ;;
       --down) down=${2:-}; shift 2 ;;
-      *) die "usage: controlplane.sh restart-apiserver [--signal TERM|KILL] [--down SECONDS]" ;;
+      --grace) grace=${2:-}; shift 2 ;;
+      *) die "usage: controlplane.sh restart-apiserver [--signal TERM|KILL] [--grace SECONDS] [--down SECONDS]" ;;
     esac
   done
   [[ $sig == TERM || $sig == KILL ]] || die "--signal must be TERM or KILL, not $sig"
   [[ $down =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--down must be a number of seconds, not $down"
+  [[ $grace =~ ^[0-9]+$ ]] || die "--grace must be a whole number of seconds, not $grace"
   local pid t0
   pid=$(live_pid kube-apiserver) || die "kube-apiserver is not running from $state"
   local args=()
@@ -360,9 +363,11 @@ restart_apiserver() {
   ((${#args[@]} > 0)) || die "cannot read the command line of kube-apiserver ($pid)"
   t0=$(now_ms)
   kill "-$sig" "$pid"
-  # Not our child: poll. A graceful stop drains requests (up to a minute).
-  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then log "kube-apiserver ($pid) ignored SIG$sig; killing"; kill -KILL "$pid"; fi
+  # Not our child: poll. After SIGTERM it stops listening within a second but
+  # then drains open watches for up to a minute; a kubelet would SIGKILL it
+  # at the end of the pod's grace period.
+  for _ in $(seq $((grace * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then log "kube-apiserver ($pid) still draining after ${grace}s; SIGKILL"; kill -KILL "$pid"; fi
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
   log "kube-apiserver ($pid) stopped by SIG$sig in $(secs_since "$t0"); down for ${down}s"
   sleep "$down"
