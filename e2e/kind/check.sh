@@ -2,6 +2,12 @@
 # Static checks of the kind e2e that run WITHOUT Docker (CI's build machine
 # has none):
 #
+#   0. the kind pins (e2e/kind/pins.sh) belong together: the node image is one
+#      that KIND_VERSION's release notes list (e2e/kind/node-images.tsv), its
+#      Kubernetes minor is KIND_NODE_K8S_MINOR and among the minors that release
+#      lists; e2e/tools/kind/go.mod and the built binary are KIND_VERSION; the
+#      table agrees with the default image in the kind module; no other file
+#      names a kindest/node image. A known-bad pair must be rejected.
 #   1. shellcheck of e2e/kind/*.sh
 #   2. cluster.yaml through kind's own config loader and validation: the pinned
 #      `kind create cluster` runs against a stand-in `docker` that answers the
@@ -17,6 +23,7 @@
 #      (skipped, and said so, when it is not set)
 #
 # Usage: e2e/kind/check.sh            prints "N passed, N failed, N skipped"
+#        SPINDLE_KIND_PINS=/tmp/pins.sh e2e/kind/check.sh   checks another copy of pins.sh
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,12 +40,84 @@ skip() { echo "skip  $*"; skipped=$((skipped + 1)); }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# 0 ---------------------------------------------------------------------------
+table=$here/node-images.tsv
+# pin_problems KIND_VERSION NODE_IMAGE MINOR: why the three do not belong together,
+# one line each, from the table; prints nothing when they do.
+pin_problems() {
+  local kv=$1 img=$2 minor=$3 tag tag_minor listed minors other
+  if [[ ! $img =~ ^kindest/node:(v1\.([0-9]+)\.[0-9]+)@sha256:[0-9a-f]{64}$ ]]; then
+    echo "node image '$img' is not kindest/node:v1.X.Y@sha256:<digest> (kind says to pin the digest)"
+    return
+  fi
+  tag=${BASH_REMATCH[1]} tag_minor=1.${BASH_REMATCH[2]}
+  [[ $tag_minor == "$minor" ]] || echo "node image $tag runs Kubernetes $tag_minor, but KIND_NODE_K8S_MINOR is $minor"
+  minors=$(awk -F'\t' -v r="$kv" '!/^#/ && $1 == r {print $2}' "$table" | sort -uV | tr '\n' ' ')
+  if [[ -z $minors ]]; then
+    echo "kind $kv has no rows in e2e/kind/node-images.tsv (add its release notes' images first)"
+    return
+  fi
+  if [[ " $minors" != *" $tag_minor "* ]]; then
+    echo "Kubernetes $tag_minor is not among the minors kind $kv supports: ${minors% }"
+  fi
+  listed=$(awk -F'\t' -v r="$kv" -v m="$tag_minor" '!/^#/ && $1 == r && $2 == m {print $3}' "$table")
+  if ! grep -qxF -- "$img" <<<"$listed"; then
+    other=$(awk -F'\t' -v i="$img" '!/^#/ && $3 == i {print $1}' "$table" | tr '\n' ' ')
+    echo "$img is not a node image of kind $kv${listed:+ (its $tag_minor image: $listed)}${other:+; it was built for kind ${other% }}"
+  fi
+}
+problems=$(pin_problems "$KIND_VERSION" "$KIND_NODE_BASE" "$KIND_NODE_K8S_MINOR")
+if [[ -z $problems ]]; then
+  ok "pins: kind $KIND_VERSION, node $KIND_NODE_BASE (Kubernetes $KIND_NODE_K8S_MINOR, shim $SHIM_VERSION) are listed together in node-images.tsv"
+else
+  bad "pins do not belong together (e2e/kind/pins.sh vs e2e/kind/node-images.tsv):"$'\n'"$problems"
+fi
+# The pair this repository had before node-images.tsv: kind v0.30.0 with kind v0.31.0's
+# v1.35.0 image. The check must reject it, or passing above proves nothing.
+problems=$(pin_problems v0.30.0 \
+  kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f 1.35)
+if grep -q "not among the minors kind v0.30.0 supports" <<<"$problems"; then
+  ok "pins: a mismatched pair is rejected (kind v0.30.0 + kindest/node:v1.35.0: $(head -n1 <<<"$problems"))"
+else
+  bad "pins: kind v0.30.0 with kindest/node:v1.35.0 was not rejected, so the pin check proves nothing:"$'\n'"$problems"
+fi
+mod_version=$(cd "$repo/e2e/tools/kind" && go list -m -f '{{.Version}}' sigs.k8s.io/kind)
+if [[ $mod_version == "$KIND_VERSION" ]]; then
+  ok "pins: e2e/tools/kind/go.mod requires sigs.k8s.io/kind $KIND_VERSION"
+else
+  bad "pins: e2e/tools/kind/go.mod requires sigs.k8s.io/kind $mod_version, KIND_VERSION is $KIND_VERSION"
+fi
+# The default node image compiled into that kind release must be one of the table's
+# rows for it: ties the table to the release's own source, not only to its notes.
+kind_mod=$(cd "$repo/e2e/tools/kind" && go list -m -f '{{.Dir}}' sigs.k8s.io/kind)
+default_image=$(sed -n 's/^const Image = "\(.*\)"$/\1/p' "$kind_mod/pkg/apis/config/defaults/image.go")
+if [[ -n $default_image ]] && awk -F'\t' -v r="$mod_version" -v i="$default_image" \
+  '!/^#/ && $1 == r && $3 == i {f=1} END {exit !f}' "$table"; then
+  ok "pins: kind $mod_version's default image ($default_image, from its module) is in node-images.tsv"
+else
+  bad "pins: kind $mod_version's default image '${default_image:-<not found in image.go>}' is not a node-images.tsv row for $mod_version"
+fi
+# One source of truth: no other file in e2e/ or .github/ may name a kindest/node image.
+if strays=$(grep -rnI --exclude=pins.sh --exclude=node-images.tsv --exclude=check.sh 'kindest/node:v' \
+  "$repo/e2e" "$repo/.github" 2>/dev/null); then
+  bad "pins: kindest/node named outside e2e/kind/pins.sh:"$'\n'"$strays"
+else
+  ok "pins: no file in e2e/ or .github/ but pins.sh names a kindest/node image"
+fi
+
 # 1 ---------------------------------------------------------------------------
 if shellcheck --severity=warning -x "$here"/*.sh; then ok "shellcheck e2e/kind/*.sh"; else bad "shellcheck e2e/kind/*.sh"; fi
 
 # 2 ---------------------------------------------------------------------------
-"$repo/e2e/scripts/build-tools.sh" kind
+# A failed build is a failed check (build-tools.sh refuses a kind that is not
+# KIND_VERSION); the checks below then fail on the missing binary.
+"$repo/e2e/scripts/build-tools.sh" kind || bad "build-tools.sh kind ($KIND_VERSION)"
 kind_bin=$SPINDLE_CACHE/kind-$KIND_VERSION/kind
+if [[ $("$kind_bin" version 2>&1) == "kind $KIND_VERSION "* ]]; then
+  ok "pins: the built kind reports $KIND_VERSION"
+else
+  bad "pins: $kind_bin reports '$("$kind_bin" version 2>&1)', not $KIND_VERSION"
+fi
 mkdir -p "$tmp/bin"
 cat >"$tmp/bin/docker" <<'FAKE'
 #!/usr/bin/env bash
@@ -73,7 +152,6 @@ else
 fi
 
 # 3 ---------------------------------------------------------------------------
-kind_mod=$(cd "$repo/e2e/tools/kind" && go list -m -f '{{.Dir}}' sigs.k8s.io/kind)
 if python3 - "$here/cluster.yaml" "$kind_mod/images/base/files/etc/containerd/config.toml" <<'PY'; then
 import sys, tomllib, yaml
 cfg = yaml.safe_load(open(sys.argv[1]))

@@ -14,10 +14,19 @@
 #   source .spindle/kind/env && cargo test -p spindle-e2e --test scenarios
 # and tear it down with e2e/kind/down.sh. Re-running up.sh reuses what exists.
 #
+# Each step is printed with its duration (and kept in <state>/steps.tsv). When a
+# step fails, up.sh names it and runs e2e/kind/diagnostics.sh, which collects kind's
+# logs, the operator log, `kubectl get -A` of the SpinApps and workloads, and the
+# events into $SPINDLE_KIND_DIAG_DIR (default .spindle/kind-diagnostics): the
+# directory the e2e-kind workflow uploads. docs/e2e.md says how to reproduce a red
+# workflow locally.
+#
 # Needs: docker (with buildx/BuildKit), cargo, go; the Wasm toolchain is
 # installed by build-guests.sh when missing. Env: SPINDLE_KIND_STATE (state
 # dir, default <repo>/.spindle/kind), SPINDLE_KIND_CLUSTER, GITHUB_TOKEN
-# (optional, raises GitHub's API rate limit for the node image build).
+# (optional, raises GitHub's API rate limit for the node image build),
+# SPINDLE_KIND_DIAG_DIR, SPINDLE_KIND_DIAGNOSE=0 (no diagnostics on failure),
+# SPINDLE_KIND_PINS (another copy of e2e/kind/pins.sh, to try new pins).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,12 +44,38 @@ helm_bin=$SPINDLE_CACHE/helm-$HELM_VERSION/helm
 log() { printf 'kind-up: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 now() { date +%s; }
-t0=$(now)
-step() { log "[$(($(now) - t0))s] $*"; }
 
+# Every step is logged when it starts (time since the start) and when it ends (its
+# duration), and recorded in $state/steps.tsv. On failure the failed step is named
+# and e2e/kind/diagnostics.sh collects the logs (into $SPINDLE_KIND_DIAG_DIR,
+# default .spindle/kind-diagnostics; SPINDLE_KIND_DIAGNOSE=0 skips it).
+mkdir -p "$state"
+steps=$state/steps.tsv
+: >"$steps"
+t0=$(now) step_name="" step_t0=$t0
+end_step() {
+  [[ -n $step_name ]] || return 0
+  local d=$(($(now) - step_t0))
+  printf '%s\t%s\n' "$d" "$step_name" >>"$steps"
+  log "  done in ${d}s: $step_name"
+  step_name=""
+}
+step() { end_step; step_name=$*; step_t0=$(now); log "[$((step_t0 - t0))s] $*"; }
+on_exit() {
+  local rc=$1
+  ((rc != 0)) || return 0
+  if [[ -n $step_name ]]; then
+    printf '%s\t%s (FAILED, exit %s)\n' "$(($(now) - step_t0))" "$step_name" "$rc" >>"$steps"
+  fi
+  log "FAILED after $(($(now) - t0))s, in step: ${step_name:-(before the first step)} (exit $rc)"
+  if [[ ${SPINDLE_KIND_DIAGNOSE:-1} != 0 ]]; then "$here/diagnostics.sh" || true; fi
+}
+trap 'on_exit $?' EXIT
+
+step "prerequisites: docker, cargo, go, curl; pins (e2e/kind/pins.sh)"
 for t in docker cargo go curl; do command -v "$t" >/dev/null || die "$t is required"; done
 docker info >/dev/null 2>&1 || die "docker is not running (kind needs a Docker engine)"
-mkdir -p "$state"
+log "kind $KIND_VERSION, node $KIND_NODE_BASE (Kubernetes $KIND_NODE_K8S_MINOR), shim $SHIM_VERSION"
 
 step "tools: kind $KIND_VERSION, helm $HELM_VERSION (e2e/scripts/build-tools.sh)"
 "$repo/e2e/scripts/build-tools.sh" kind helm
@@ -95,6 +130,12 @@ fi
 # --- 3. cluster ------------------------------------------------------------------
 if "$kind_bin" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
   step "kind cluster $CLUSTER_NAME: exists"
+  # A cluster left from other pins would run the old node image: refuse it.
+  for node in $("$kind_bin" get nodes --name "$CLUSTER_NAME"); do
+    img=$(docker inspect -f '{{.Config.Image}}' "$node")
+    [[ $img == "$NODE_IMAGE" ]] ||
+      die "node $node runs $img, not $NODE_IMAGE (e2e/kind/pins.sh changed?): run e2e/kind/down.sh first"
+  done
   "$kind_bin" get kubeconfig --name "$CLUSTER_NAME" >"$kubeconfig"
 else
   step "kind cluster $CLUSTER_NAME: creating"
@@ -102,6 +143,7 @@ else
     --config "$here/cluster.yaml" --kubeconfig "$kubeconfig" --wait 3m
 fi
 chmod 600 "$kubeconfig"
+step "nodes: registries on the kind network, hosts.toml, containerd config and shim checks"
 for r in "$REGISTRY_NAME" "$AUTH_REGISTRY_NAME"; do
   if [[ $(docker inspect -f '{{json .NetworkSettings.Networks.kind}}' "$r") == null ]]; then
     docker network connect kind "$r"
@@ -130,6 +172,7 @@ for node in "${nodes[@]}"; do
     die "node $node: /usr/local/bin/containerd-shim-spin-v2 is missing"
 done
 # kind's documented way to advertise a local registry (KEP-1755).
+step "local-registry-hosting ConfigMap"
 kc apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: ConfigMap
@@ -215,6 +258,7 @@ step "Redis and the demo SpinApps in $DEMO_NAMESPACE"
 kc -n "$DEMO_NAMESPACE" apply -f "$here/manifests/redis.yaml" >/dev/null
 kc apply -f "$here/manifests/demo.yaml" >/dev/null
 kc -n "$DEMO_NAMESPACE" rollout status deployment/redis --timeout 3m
+step "demo SpinApps hello, kv: Deployments Available"
 for app in hello kv; do
   deadline=$(($(now) + 180))
   until kc -n "$DEMO_NAMESPACE" get deployment "$app" >/dev/null 2>&1; do
@@ -224,6 +268,7 @@ for app in hello kv; do
   kc -n "$DEMO_NAMESPACE" wait --for=condition=Available "deployment/$app" --timeout 3m
 done
 
+step "writing $state/env"
 cat >"$state/env" <<ENV
 export SPINDLE_E2E_CLUSTER=kind
 export SPINDLE_TEST_KUBECONFIG=$kubeconfig
@@ -242,7 +287,10 @@ export SPINDLE_E2E_PRIVATE_PASSWORD=$AUTH_REGISTRY_PASSWORD
 export SPINDLE_E2E_RESOLVE_IMAGES=$resolve
 export SPINDLE_E2E_RESOLVE_REASON=$(printf '%q' "$resolve_reason")
 ENV
-step "ready. Next:"
+end_step
+log "ready after $(($(now) - t0))s. Steps (seconds):"
+sed 's/^/  /' "$steps" >&2
+log "Next:"
 cat >&2 <<MSG
   source $state/env
   cargo test -p spindle-e2e --test scenarios        # the scenarios, against this cluster

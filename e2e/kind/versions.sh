@@ -1,21 +1,17 @@
 # shellcheck shell=bash
-# Pinned versions of the kind-based e2e (e2e/kind/). Sourced by up.sh, down.sh
-# and check.sh; the kind CLI itself is pinned in e2e/scripts/versions.sh
-# (KIND_VERSION, built by `e2e/scripts/build-tools.sh kind`).
+# Names and test images of the kind-based e2e (e2e/kind/). Sourced by up.sh,
+# down.sh, diagnostics.sh and check.sh after e2e/scripts/versions.sh, which loads
+# the kind pins (KIND_VERSION, KIND_NODE_BASE, KIND_NODE_K8S_MINOR, SHIM_VERSION)
+# from e2e/kind/pins.sh.
 # shellcheck disable=SC2034
+: "${KIND_NODE_BASE:?source e2e/scripts/versions.sh first (it loads e2e/kind/pins.sh)}"
 
-# containerd-shim-spin release installed on the node (Spin 3.6.3; the guest
-# apps target it). Upstream publishes a kind node image with the shim only for
-# releases after 2026-05-08, so we build our own (e2e/kind/node/Dockerfile).
-SHIM_VERSION=v0.24.0
-
-# Base node image. The digest is the one listed for v1.35.0 in kind v0.31.0's
-# release notes (a multi-arch index; kind says to always pin node images by
-# digest because the image format can change between kind releases).
-KIND_NODE_BASE=kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f
-
-# The node image we build and run (local tag only, never pushed).
-NODE_IMAGE=spindle-kind-node:v1.35.0-shim-${SHIM_VERSION}
+# The node image we build (node/Dockerfile) and run; a local tag only, never
+# pushed. It names every pin it is built from, so that changing one builds a new
+# image instead of up.sh reusing the old one.
+_node_tag=${KIND_NODE_BASE#kindest/node:}
+NODE_IMAGE=spindle-kind-node:${_node_tag%%@*}-kind-${KIND_VERSION}-shim-${SHIM_VERSION}
+unset _node_tag
 
 CLUSTER_NAME=${SPINDLE_KIND_CLUSTER:-spindle-e2e}
 

@@ -71,6 +71,31 @@ build_helm() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# kind is built from e2e/tools/kind/go.mod but cached under KIND_VERSION (e2e/kind/pins.sh):
+# refuse a go.mod that requires another version, and a binary that reports another
+# one, so that a pin go.mod does not follow fails here instead of running a
+# different kind under the pinned name.
+build_kind() {
+  local out="$SPINDLE_CACHE/kind-$KIND_VERSION" mod
+  if [[ -x $out/kind ]]; then
+    [[ $("$out/kind" version 2>/dev/null) == "kind $KIND_VERSION "* ]] && return 0
+    echo "build-tools: $out/kind is not kind $KIND_VERSION; rebuilding" >&2
+    rm -rf "$out"
+  fi
+  mod=$(cd "$here/tools/kind" && go list -m -f '{{.Version}}' sigs.k8s.io/kind)
+  if [[ $mod != "$KIND_VERSION" ]]; then
+    echo "build-tools: e2e/tools/kind/go.mod requires sigs.k8s.io/kind $mod but KIND_VERSION is $KIND_VERSION (e2e/kind/pins.sh);" \
+      "run: cd e2e/tools/kind && go get sigs.k8s.io/kind@$KIND_VERSION && go mod tidy" >&2
+    return 1
+  fi
+  build_go_tool kind "$KIND_VERSION" sigs.k8s.io/kind
+  if [[ $("$out/kind" version) != "kind $KIND_VERSION "* ]]; then
+    echo "build-tools: the kind built from e2e/tools/kind reports '$("$out/kind" version)', not $KIND_VERSION" >&2
+    rm -rf "$out"
+    return 1
+  fi
+}
+
 # kwok has no built-in stages: the "fast" node/pod stages (nodes become Ready and
 # keep a lease, pods become Running and Ready) ship as YAML in its module. Keep a
 # copy beside the binary so the control plane needs no Go module cache at run time.
@@ -94,7 +119,7 @@ for t in "${targets[@]}"; do
     etcd) build_etcd ;;
     kwok) build_go_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok && kwok_stages ;;
     helm) build_helm ;;
-    kind) build_go_tool kind "$KIND_VERSION" sigs.k8s.io/kind ;;
+    kind) build_kind ;;
     *) echo "build-tools: unknown tool $t" >&2; exit 2 ;;
   esac
 done

@@ -23,6 +23,11 @@
 //!   apiserver's own `apiserver_request_total{code="403"}` counter, the
 //!   operator's log and the events), and that the operator's peak RSS fits the
 //!   chart's memory limit.
+//! * [`chart_toggles_grant_what_the_operator_watches`] (fault tier, scenario
+//!   5) renders the chart under each documented toggle and runs the real
+//!   operator with that render's flags and a TokenRequest token of its
+//!   ServiceAccount, one variant after the other on one full control plane:
+//!   `/readyz` 200, apps Ready, zero 403s.
 //!
 //! The cluster tests run one after the other (a process-wide lock): the
 //! machine has two cores.
@@ -717,9 +722,11 @@ fn all_features_render_every_optional_object() {
     );
     let no_le = render(&["--set", "operator.leaderElection.enabled=false"]);
     assert!(args_of(&no_le).contains(&"--leader-elect=false"));
-    assert!(
-        find(&no_le, "Role").is_empty(),
-        "no leader election, no Lease Role"
+    let no_le_roles: Vec<String> = find(&no_le, "Role").iter().map(|r| kind_name(r)).collect();
+    assert_eq!(
+        no_le_roles,
+        ["Role/spindle-scale-to-zero"],
+        "no leader election, no leader-election Role"
     );
     let two_ns = render(&[
         "--set",
@@ -863,7 +870,12 @@ fn rbac_is_least_privilege() {
             .any(|r| r["apiGroups"] == json!(["coordination.k8s.io"])),
         "Lease rights must not be cluster-wide"
     );
-    let lease_role = one(&objs, "Role");
+    let roles = find(&objs, "Role");
+    assert_eq!(roles.len(), 2, "leader election and scale to zero");
+    let lease_role = roles
+        .iter()
+        .find(|r| r["metadata"]["name"] == "spindle-leader-election")
+        .expect("the leader-election Role");
     assert_eq!(lease_role["metadata"]["namespace"], "spindle-system");
     for r in lease_role["rules"].as_array().unwrap() {
         assert_eq!(r["resources"], json!(["leases"]));
@@ -1204,6 +1216,24 @@ impl ControlPlane {
             "system:authenticated"
         ]);
         let path = self.state.join(format!("kubeconfig-{name}-sa"));
+        std::fs::write(&path, serde_json::to_string_pretty(&kubeconfig).unwrap()).unwrap();
+        path
+    }
+
+    /// Writes a kubeconfig that authenticates with a token of the
+    /// ServiceAccount `<namespace>/<name>` from the TokenRequest API
+    /// (`kubectl create token`), the kind of token the kubelet projects into
+    /// the operator's pod: the apiserver's authenticator, not impersonation,
+    /// decides who the process is. Its path.
+    fn token_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = self.kubectl(&["create", "token", name, "-n", namespace, "--duration=1h"]);
+        let mut kubeconfig: Value =
+            serde_json::from_str(&self.kubectl(&["config", "view", "--raw", "-o", "json"]))
+                .unwrap();
+        kubeconfig["users"][0]["user"] = json!({ "token": token.trim() });
+        let path = self
+            .state
+            .join(format!("kubeconfig-{namespace}-{name}-token"));
         std::fs::write(&path, serde_json::to_string_pretty(&kubeconfig).unwrap()).unwrap();
         path
     }
@@ -2093,6 +2123,19 @@ impl SpindleProcess {
         pod_name: &str,
         log: PathBuf,
     ) -> Self {
+        Self::start_in(what, args, env, kubeconfig, "spindle-system", pod_name, log)
+    }
+
+    /// [`SpindleProcess::start`] as a pod of the release namespace `pod_namespace`.
+    fn start_in(
+        what: &'static str,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        kubeconfig: &Path,
+        pod_namespace: &str,
+        pod_name: &str,
+        log: PathBuf,
+    ) -> Self {
         let spindle = spindle_binary();
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(&spindle)
@@ -2100,7 +2143,7 @@ impl SpindleProcess {
             .envs(env)
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", pod_name)
-            .env("POD_NAMESPACE", "spindle-system")
+            .env("POD_NAMESPACE", pod_namespace)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
@@ -2545,6 +2588,299 @@ fn operator_with_chart_rbac_reconciles_every_feature_without_a_403() {
 }
 
 // ---------------------------------------------------------------------------
+// Fault tier, scenario 5: the chart's toggles
+// ---------------------------------------------------------------------------
+
+/// The documented toggles that change what the operator runs with (flags,
+/// environment, RBAC): each alone, and all at once. `{apps}` stands for the
+/// variant's app namespace. `runtimeClass.create` and the `serviceAccount`
+/// values change neither the operator's flags nor its rules; `rbac.create=false`
+/// renders no rules at all (the platform brings them; chart README).
+const TOGGLES: [(&str, &[&str]); 6] = [
+    ("default", &[]),
+    ("no-activator", &["activator.enabled=false"]),
+    (
+        "no-leader-election",
+        &["operator.leaderElection.enabled=false"],
+    ),
+    ("watch-namespace", &["operator.watchNamespace={apps}"]),
+    ("no-legacy-group", &["crds.legacyGroup.enabled=false"]),
+    (
+        "all-off",
+        &[
+            "activator.enabled=false",
+            "operator.leaderElection.enabled=false",
+            "operator.watchNamespace={apps}",
+            "crds.legacyGroup.enabled=false",
+        ],
+    ),
+];
+
+/// What each toggle variant reconciles: a plain app, a scale-to-zero app
+/// (its watches are the ones that depend on the activator) and a legacy-group
+/// app.
+const TOGGLE_FIXTURES: &str = r#"
+apiVersion: core.spinkube.dev/v1alpha1
+kind: SpinAppExecutor
+metadata: {name: containerd-shim-spin}
+spec: {createDeployment: true, deploymentConfig: {runtimeClassName: wasmtime-spin-v2}}
+---
+apiVersion: core.spinkube.dev/v1alpha1
+kind: SpinApp
+metadata: {name: hello}
+spec: {image: "ghcr.io/example/hello@sha256:1111111111111111111111111111111111111111111111111111111111111111", executor: containerd-shim-spin, replicas: 1}
+---
+apiVersion: core.spinkube.dev/v1alpha1
+kind: SpinApp
+metadata: {name: sleepy}
+spec:
+  image: "ghcr.io/example/hello@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+  executor: containerd-shim-spin
+  replicas: 1
+  scaleToZero: {enabled: true}
+---
+apiVersion: core.spinoperator.dev/v1alpha1
+kind: SpinApp
+metadata: {name: legacy}
+spec:
+  image: "ghcr.io/example/hello@sha256:3333333333333333333333333333333333333333333333333333333333333333"
+  executor: containerd-shim-spin
+  replicas: 1
+"#;
+
+/// The RBAC kinds (and the ServiceAccount) of a render: what the operator's
+/// permissions are made of.
+const RBAC_KINDS: [&str; 5] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// Fault tier, scenario 5 ("the chart toggles"): under every documented
+/// toggle the chart's RBAC covers every watch the operator it configures
+/// starts. Each variant is rendered by the real helm into its own release
+/// namespace, its ServiceAccount and RBAC objects are applied, and the real
+/// operator runs with that Deployment's flags and environment and a
+/// TokenRequest token of that ServiceAccount: `/readyz` 200, the apps Ready,
+/// zero 403s (the apiserver's counter and the log), finalizers removed on
+/// deletion, a clean exit.
+///
+/// One full control plane for all variants, one variant at a time: a
+/// cluster-wide operator reconciles every namespace, so two at once would
+/// share apps, and the apiserver's 403 counter could not tell whose request
+/// was denied.
+#[test]
+fn chart_toggles_grant_what_the_operator_watches() {
+    spindle_binary();
+    let chart = chart_dir();
+    let cp = ControlPlane::start("toggles", true);
+    // The CRDs and the RuntimeClass as a release installs them, once: they
+    // are cluster-scoped and the same in every variant (with the legacy CRD
+    // present, `crds.legacyGroup.enabled=false` must still keep the operator
+    // away from legacy SpinApps).
+    let cluster: Vec<Value> = render_at(
+        &chart,
+        "toggle",
+        "spindle-system",
+        &["--set", "runtimeClass.create=true"],
+    )
+    .into_iter()
+    .filter(|o| o["kind"] == "CustomResourceDefinition" || o["kind"] == "RuntimeClass")
+    .collect();
+    assert_eq!(cluster.len(), 4, "the chart's CRDs and RuntimeClass");
+    cp.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "List", "items": cluster}).to_string(),
+    );
+    for crd in crd_names() {
+        cp.wait_established(&crd);
+    }
+    for (name, sets) in TOGGLES {
+        let started = Instant::now();
+        run_toggle(&cp, &chart, name, sets);
+        eprintln!("toggle {name}: passed in {:?}", started.elapsed());
+    }
+}
+
+/// One variant of [`chart_toggles_grant_what_the_operator_watches`].
+fn run_toggle(cp: &ControlPlane, chart: &Path, name: &str, sets: &[&str]) {
+    let sys = format!("sys-{name}");
+    let apps = format!("apps-{name}");
+    cp.kubectl(&["create", "namespace", &sys]);
+    cp.kubectl(&["create", "namespace", &apps]);
+    let sets: Vec<String> = sets.iter().map(|s| s.replace("{apps}", &apps)).collect();
+    let mut extra = vec!["--set", "operator.resolveImages=false"];
+    for s in &sets {
+        extra.extend(["--set", s.as_str()]);
+    }
+    let objs = render_at(chart, "toggle", &sys, &extra);
+    let rbac: Vec<&Value> = objs
+        .iter()
+        .filter(|o| RBAC_KINDS.iter().any(|k| o["kind"] == *k))
+        .collect();
+    cp.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "List", "items": rbac}).to_string(),
+    );
+    let container = operator_container(&objs);
+    let env = literal_env(container);
+    let legacy = env
+        .iter()
+        .any(|(k, v)| k == "SPINDLE_LEGACY_GROUP" && v == "true");
+    let sa = one(&objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("serviceAccountName")
+        .to_string();
+    let kubeconfig = cp.token_kubeconfig(&sys, &sa);
+    let as_sa = |args: &[&str]| run(&kubectl_bin(), args, Some(&kubeconfig), None);
+    let whoami = as_sa(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(
+        whoami.stdout.trim(),
+        format!("system:serviceaccount:{sys}:{sa}"),
+        "{name}: {}",
+        whoami.stderr
+    );
+    // Least privilege still holds: a watched namespace confines the rules.
+    let elsewhere = if sets
+        .iter()
+        .any(|s| s.starts_with("operator.watchNamespace="))
+    {
+        "no"
+    } else {
+        "yes"
+    };
+    assert_can_i(
+        name,
+        as_sa,
+        &[
+            (&format!("watch secrets -n={apps}"), "yes"),
+            ("watch secrets -n=default", elsewhere),
+            ("create pods --all-namespaces", "no"),
+        ],
+    );
+
+    cp.kubectl_stdin(&["apply", "-n", &apps, "-f", "-"], TOGGLE_FIXTURES);
+    let forbidden_before = cp.forbidden_requests();
+    let port = free_port();
+    let operator = SpindleProcess::start_in(
+        "operator",
+        overridden_args(
+            container,
+            &[("--http-addr=", format!("--http-addr=127.0.0.1:{port}"))],
+        ),
+        env,
+        &kubeconfig,
+        &sys,
+        &format!("toggle-{name}"),
+        cp.state.join(format!("operator-{name}.log")),
+    );
+    operator.wait_ready(port);
+
+    let app = |resource: &str, app: &str| -> Option<Value> {
+        let out = cp.try_kubectl(&["get", resource, app, "-n", &apps, "-o", "json"]);
+        serde_json::from_str(&out.stdout).ok()
+    };
+    let ready = |resource: &str, name: &str| -> Option<Value> {
+        let a = app(resource, name)?;
+        let conditions = a["status"]["conditions"].as_array()?;
+        let is_ready = conditions
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        (is_ready && a["status"]["readyReplicas"].as_i64() == Some(1)).then_some(a)
+    };
+    let explain = |what: &str| {
+        let statuses = cp.try_kubectl(&[
+            "get",
+            "spinapps.core.spinkube.dev,spinapps.core.spinoperator.dev,deployments",
+            "-n",
+            &apps,
+            "-o",
+            "jsonpath={range .items[*]}{.kind}/{.metadata.name}: {.status}{\"\\n\"}{end}",
+        ]);
+        format!(
+            "{name} ({sets:?}): {what}\n--- statuses:\n{}{}\n--- operator log (last 100 lines):\n{}",
+            statuses.stdout,
+            statuses.stderr,
+            operator.log_tail(100)
+        )
+    };
+    let no_403_yet = || {
+        let now = cp.forbidden_requests();
+        assert!(
+            now == forbidden_before,
+            "{name} ({sets:?}): the apiserver answered {} requests with 403 since the operator started; log:\n{}",
+            now - forbidden_before,
+            operator.log_tail(100)
+        );
+    };
+    wait_until_or(
+        Duration::from_secs(180),
+        || {
+            no_403_yet();
+            ready("spinapps.core.spinkube.dev", "hello")
+        },
+        || explain("SpinApp hello Ready with 1 ready replica"),
+    );
+    // Scale to zero is on for this app, but no activator runs here (the
+    // test runs none, and `activator.enabled=false` installs none): it keeps
+    // serving from its pods and says why it is not scaled down.
+    wait_until_or(
+        Duration::from_secs(120),
+        || {
+            no_403_yet();
+            ready("spinapps.core.spinkube.dev", "sleepy").filter(|a| {
+                let s = &a["status"]["scaleToZero"];
+                s["state"] == "Serving" && s["reason"] == "ActivatorUnavailable"
+            })
+        },
+        || explain("SpinApp sleepy Ready, scaleToZero Serving with reason ActivatorUnavailable"),
+    );
+    if legacy {
+        wait_until_or(
+            Duration::from_secs(120),
+            || {
+                no_403_yet();
+                ready("spinapps.core.spinoperator.dev", "legacy")
+            },
+            || explain("legacy SpinApp Ready"),
+        );
+    } else {
+        let l = app("spinapps.core.spinoperator.dev", "legacy").expect("legacy SpinApp");
+        assert!(
+            l["status"].is_null(),
+            "{name}: crds.legacyGroup.enabled=false, yet the legacy SpinApp has a status: {l}"
+        );
+        assert!(
+            !cp.exists(&["deployment", "legacy", "-n", &apps]),
+            "{name}: a Deployment for the legacy SpinApp"
+        );
+    }
+
+    // Deletion goes through the finalizers (patch) without a 403 either.
+    cp.kubectl(&[
+        "delete",
+        "spinapps.core.spinkube.dev,spinappexecutors.core.spinkube.dev",
+        "--all",
+        "-n",
+        &apps,
+        "--timeout=60s",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    operator.assert_no_403s(cp, forbidden_before);
+    let (code, body) = http_get(port, "/readyz").expect("GET /readyz");
+    assert_eq!(code, 200, "{name}: /readyz at the end: {body}");
+    let status = operator.stop();
+    assert!(status.success(), "{name}: exit on SIGTERM: {status}");
+}
+
+// ---------------------------------------------------------------------------
 // The scale-to-zero activator
 // ---------------------------------------------------------------------------
 
@@ -2645,32 +2981,49 @@ fn activator_is_installed_by_default_with_least_privilege_and_wired_to_the_opera
             vec!["get".into(), "create".into(), "patch".into()]
         )]
     );
-    let operator_side = role("spindle-scale-to-zero");
-    assert_eq!(operator_side["metadata"]["namespace"], "spindle-system");
-    for (_, verbs) in rule_list(operator_side) {
-        assert_eq!(
-            verbs,
-            ["get", "list", "watch"],
-            "the operator only reads here"
-        );
-    }
     let bindings: Vec<&Value> = find_activator(&objs, "RoleBinding")
         .into_iter()
         .chain(find_activator(&objs, "ClusterRoleBinding"))
         .collect();
     for b in bindings {
-        let want = if b["metadata"]["name"] == "spindle-scale-to-zero" {
-            "spindle"
-        } else {
-            "spindle-activator"
-        };
         assert_eq!(
             b["subjects"],
-            json!([{"kind": "ServiceAccount", "name": want, "namespace": "spindle-system"}]),
+            json!([{"kind": "ServiceAccount", "name": "spindle-activator", "namespace": "spindle-system"}]),
             "{}",
             kind_name(b)
         );
     }
+    // The operator's side (read the demand Leases and the activator slices)
+    // is the operator's own, rendered with or without the activator: the
+    // operator watches both either way.
+    let operator_side = |objs: &[Value]| -> Vec<(Vec<String>, Vec<String>)> {
+        let role = only(
+            find(objs, "Role")
+                .into_iter()
+                .filter(|r| r["metadata"]["name"] == "spindle-scale-to-zero")
+                .collect(),
+            "Role spindle-scale-to-zero",
+        );
+        assert_eq!(role["metadata"]["namespace"], "spindle-system");
+        let binding = only(
+            find(objs, "RoleBinding")
+                .into_iter()
+                .filter(|r| r["metadata"]["name"] == "spindle-scale-to-zero")
+                .collect(),
+            "RoleBinding spindle-scale-to-zero",
+        );
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "spindle", "namespace": "spindle-system"}])
+        );
+        rule_list(role)
+    };
+    let read = || vec!["get".to_string(), "list".into(), "watch".into()];
+    let want = vec![
+        (vec!["leases".to_string()], read()),
+        (vec!["endpointslices".to_string()], read()),
+    ];
+    assert_eq!(operator_side(&objs), want, "the operator only reads here");
     // The operator writes the activator slices.
     let operator_rules = rule_list(one(&objs, "ClusterRole"));
     assert!(
@@ -2687,6 +3040,7 @@ fn activator_is_installed_by_default_with_least_privilege_and_wired_to_the_opera
         "activator objects with activator.enabled=false"
     );
     assert!(!args_of(&off).iter().any(|a| a.starts_with("--activator-")));
+    assert_eq!(operator_side(&off), want, "activator.enabled=false");
     // One replica: no PDB (it would block every drain).
     let single = render(&["--set", "activator.replicas=1"]);
     assert!(find_activator(&single, "PodDisruptionBudget").is_empty());

@@ -25,6 +25,7 @@ use kube::{Api, Client};
 use tokio::sync::Mutex;
 
 use crate::apply::FIELD_MANAGER;
+use crate::fence::Fence;
 
 /// Leader-election settings.
 #[derive(Clone, Debug)]
@@ -116,6 +117,7 @@ pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaseConfig,
     observed: Mutex<Option<Observed>>,
+    fence: Fence,
 }
 
 /// Result of one acquire-or-renew attempt.
@@ -133,14 +135,24 @@ pub enum Attempt {
 }
 
 impl LeaderElector {
-    /// An elector for the Lease described by `config`.
+    /// An elector for the Lease described by `config`. `client` must not be
+    /// fenced by [`LeaderElector::fence`]: the elector's own Lease writes are
+    /// what opens it.
     pub fn new(client: Client, config: LeaseConfig) -> Self {
         let api = Api::namespaced(client, &config.namespace);
+        let fence = Fence::leased(config.renew_deadline);
         Self {
             api,
             config,
             observed: Mutex::new(None),
+            fence,
         }
+    }
+
+    /// The fence that is open while this replica's leadership is fresh; put
+    /// it on the client the controllers write with.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// The settings.
@@ -155,8 +167,20 @@ impl LeaderElector {
         }
     }
 
-    /// One attempt to acquire the lease, or renew it when this replica holds it.
+    /// One attempt to acquire the lease, or renew it when this replica holds
+    /// it; success opens the fence from the time the attempt began.
     pub async fn try_acquire_or_renew(&self) -> Result<Attempt, Error> {
+        let sent = Instant::now();
+        let attempt = self.attempt().await;
+        match &attempt {
+            Ok(Attempt::Leader) => self.fence.renewed(sent),
+            Ok(Attempt::Follower { .. }) => self.fence.revoke(),
+            Ok(Attempt::Conflict) | Err(_) => {}
+        }
+        attempt
+    }
+
+    async fn attempt(&self) -> Result<Attempt, Error> {
         let now = MicroTime(Timestamp::now());
         let duration_seconds =
             i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
@@ -279,8 +303,15 @@ impl LeaderElector {
         }
     }
 
-    /// Keep renewing the lease; returns when leadership is lost.
+    /// Keep renewing the lease; returns when leadership is lost, with the
+    /// fence closed.
     pub async fn hold(&self) -> LostLease {
+        let lost = self.renew_until_lost().await;
+        self.fence.revoke();
+        lost
+    }
+
+    async fn renew_until_lost(&self) -> LostLease {
         let mut last_renewal = Instant::now();
         let mut wait = self.config.renew_interval;
         let retry = self.config.retry_interval.min(self.config.renew_interval);
@@ -318,6 +349,7 @@ impl LeaderElector {
     /// Give the lease up (if this replica holds it) so another replica can
     /// take over at once instead of waiting for it to expire.
     pub async fn release(&self) -> Result<(), Error> {
+        self.fence.revoke();
         let Some(mut lease) = self
             .api
             .get_opt(&self.config.name)

@@ -8,6 +8,7 @@ pub mod activator;
 pub mod api;
 pub mod apply;
 pub mod controller;
+pub mod fence;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -175,12 +175,47 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(spindle::leader::default_identity);
 
-    let kube_config = kube::Config::infer()
+    let mut kube_config = kube::Config::infer()
         .await
         .context("loading the Kubernetes client configuration")?;
-    let client = kube::client::ClientBuilder::try_from(kube_config)
-        .context("building the Kubernetes client")?
+    // Tells this replica's requests apart in audit logs and in API Priority
+    // and Fairness rules.
+    let user_agent = format!("spindle/{} ({identity})", env!("CARGO_PKG_VERSION"));
+    kube_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&user_agent)
+            .context("the identity must be printable ASCII (it goes into the User-Agent)")?,
+    ));
+    let client_builder = || {
+        kube::client::ClientBuilder::try_from(kube_config.clone())
+            .context("building the Kubernetes client")
+    };
+    // With leader election, every write of the controllers passes the
+    // elector's fence; the elector's own Lease requests use a client without it.
+    let elector = args.leader_elect.then(|| {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .unwrap_or_else(|| "default".to_owned());
+        client_builder().map(|b| {
+            LeaderElector::new(
+                b.with_layer(&metrics.count_requests()).build(),
+                LeaseConfig::new(namespace, &args.lease_name, &identity),
+            )
+        })
+    });
+    let elector = elector.transpose()?;
+    let fence = elector
+        .as_ref()
+        .map_or_else(spindle::fence::Fence::open, LeaderElector::fence);
+    let client = client_builder()?
         .with_layer(&metrics.count_requests())
+        .with_layer(&fence.layer(&metrics))
         .build();
 
     if let Err(error) =
@@ -237,21 +272,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("--insecure-registry has no effect with --resolve-images=false");
     }
 
-    let result = if args.leader_elect {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .or_else(|| {
-                std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            })
-            .unwrap_or_else(|| "default".to_owned());
-        let elector = LeaderElector::new(
-            client.clone(),
-            LeaseConfig::new(namespace, &args.lease_name, &identity),
-        );
-        run_as_leader(client, config, &elector, &metrics, &readiness, stopped).await
+    let result = if let Some(elector) = &elector {
+        run_as_leader(client, config, elector, &metrics, &readiness, stopped).await
     } else {
         metrics.set_leader(true);
         spindle::controller::run_until(client, config, stopped()).await;
@@ -268,8 +290,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Wait for the lease, reconcile while holding it, release it on shutdown.
-/// Losing the lease ends the process with an error (the pod restarts as a
-/// standby), so two replicas never reconcile at once.
+/// A replica that loses the lease (another took over, or renewals failed for
+/// the renew deadline, e.g. during an apiserver outage) stops its controllers
+/// at once, cancelling running reconciles, and stands by for the lease again
+/// in the same process: exiting would put the pod into CrashLoopBackOff
+/// during exactly the outages it has to ride out. Writes are fenced
+/// meanwhile ([`spindle::fence`]).
 async fn run_as_leader<F, Fut>(
     client: kube::Client,
     config: spindle::controller::Config,
@@ -282,31 +308,34 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = ()> + Send + Sync + 'static,
 {
-    metrics.set_leader(false);
-    readiness.set_standby(true);
-    tracing::info!(lease = %elector.config().name, namespace = %elector.config().namespace, identity = %elector.config().identity, "waiting for the leader lease");
-    tokio::select! {
-        () = elector.acquire() => {}
-        () = stopped() => return Ok(()),
-    }
-    metrics.set_leader(true);
-    readiness.set_standby(false);
-
-    let outcome = tokio::select! {
-        () = spindle::controller::run_until(client, config, stopped()) => Ok(()),
-        lost = elector.hold() => Err(lost),
-    };
-    metrics.set_leader(false);
-    match outcome {
-        Ok(()) => {
-            if let Err(error) = elector.release().await {
-                tracing::warn!(%error, "could not release the leader lease; it expires by itself");
-            }
-            Ok(())
+    loop {
+        metrics.set_leader(false);
+        readiness.set_caches_synced(false);
+        readiness.set_standby(true);
+        tracing::info!(lease = %elector.config().name, namespace = %elector.config().namespace, identity = %elector.config().identity, "waiting for the leader lease");
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = stopped() => return Ok(()),
         }
-        Err(lost) => {
-            tracing::error!(error = %lost, "lost the leader lease; exiting so that only one replica reconciles");
-            Err(anyhow::Error::new(lost).context("lost leadership"))
+        metrics.set_leader(true);
+        readiness.set_standby(false);
+
+        let lost = tokio::select! {
+            () = spindle::controller::run_until(client.clone(), config.clone(), stopped()) => None,
+            lost = elector.hold() => Some(lost),
+        };
+        metrics.set_leader(false);
+        match lost {
+            None => {
+                if let Err(error) = elector.release().await {
+                    tracing::warn!(%error, "could not release the leader lease; it expires by itself");
+                }
+                return Ok(());
+            }
+            Some(lost) => tracing::error!(
+                error = %lost,
+                "lost the leader lease; controllers stopped, standing by"
+            ),
         }
     }
 }

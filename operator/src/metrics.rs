@@ -6,6 +6,10 @@
 //! - `spindle_leader`: 1 while this replica holds the leader lease.
 //! - `spindle_kubernetes_requests_total{verb,resource}`: requests this process sent to the
 //!   apiserver (counted by a tower layer on the client, see [`Metrics::count_requests`]).
+//! - `spindle_watch_errors_total{watch}`: errors of one watch (a 410 before a re-list,
+//!   an unreachable apiserver); each watch retries on its own backoff.
+//! - `spindle_fenced_writes_total`: writes refused inside the process because this
+//!   replica's leader lease was not renewed within the renew deadline (see `fence::Fence`).
 //! - `spindle_scale_to_zero_transitions_total{direction}`: apps this replica scaled to
 //!   zero (`down`) or woke (`up`); with the activator's `spindle_activator_*` metrics it
 //!   shows how often apps cold-start.
@@ -44,6 +48,13 @@ pub struct TransitionLabels {
     pub direction: &'static str,
 }
 
+/// Which watch an error belongs to (`SpinApp`, `Deployment`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// The watched kind, as the cache names it.
+    pub watch: &'static str,
+}
+
 /// One request to the apiserver, by verb and resource.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -63,6 +74,8 @@ pub struct Metrics {
     leader: Gauge<i64, AtomicI64>,
     requests: Family<RequestLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
+    watch_errors: Family<WatchLabels, Counter>,
+    fenced_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -89,6 +102,8 @@ impl Metrics {
         let leader = Gauge::<i64, AtomicI64>::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let transitions = Family::<TransitionLabels, Counter>::default();
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        let fenced_writes = Counter::default();
         registry.register("reconcile", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -116,6 +131,16 @@ impl Metrics {
             "Apps scaled to zero (direction=down) or woken (direction=up) by this replica",
             transitions.clone(),
         );
+        registry.register(
+            "watch_errors",
+            "Errors of a watch; it retries on its own backoff, reset by its next event",
+            watch_errors.clone(),
+        );
+        registry.register(
+            "fenced_writes",
+            "Writes refused before they left the process: the leader lease was not renewed within the renew deadline",
+            fenced_writes.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,
@@ -124,7 +149,33 @@ impl Metrics {
             leader,
             requests,
             transitions,
+            watch_errors,
+            fenced_writes,
         }
+    }
+
+    /// Count an error of the watch `watch`.
+    pub fn watch_error(&self, watch: &'static str) {
+        self.watch_errors
+            .get_or_create(&WatchLabels { watch })
+            .inc();
+    }
+
+    /// Errors counted so far for the watch `watch`.
+    pub fn watch_errors(&self, watch: &'static str) -> u64 {
+        self.watch_errors
+            .get(&WatchLabels { watch })
+            .map_or(0, |c| c.get())
+    }
+
+    /// Count a write the leader fence refused.
+    pub fn fenced_write(&self) {
+        self.fenced_writes.inc();
+    }
+
+    /// Writes the leader fence refused so far.
+    pub fn fenced_writes(&self) -> u64 {
+        self.fenced_writes.get()
     }
 
     /// Count a reconcile start; the returned guard records its duration when dropped.

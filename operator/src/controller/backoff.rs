@@ -42,6 +42,12 @@ impl Backoff {
         failures.remove(key);
     }
 
+    /// The keys whose last reconcile failed.
+    pub fn failing(&self) -> Vec<String> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.keys().cloned().collect()
+    }
+
     /// Consecutive failures of `key` so far.
     pub fn failures(&self, key: &str) -> u32 {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -75,7 +81,11 @@ mod tests {
             "other objects are unaffected"
         );
         assert_eq!(b.failures("ns/a"), 2);
+        let mut failing = b.failing();
+        failing.sort();
+        assert_eq!(failing, ["ns/a", "ns/b"]);
         b.succeeded("ns/a");
+        assert_eq!(b.failing(), ["ns/b"]);
         assert_eq!(b.failures("ns/a"), 0);
         assert_eq!(b.failed("ns/a"), Duration::from_millis(500));
     }

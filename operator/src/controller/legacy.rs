@@ -39,7 +39,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::cache::{Synced, cached};
+use super::cache::{Synced, Watches, cached};
 use super::references::{RefKind, ReferenceIndex};
 use super::{Config, Context, Error, api_in, object_key, retry_after, spinapp};
 use crate::api::compat::{LEGACY_GROUP, LegacySpinApp};
@@ -241,6 +241,7 @@ impl Legacy {
         namespace: Option<&str>,
         config: &Config,
         watch: watcher::Config,
+        watches: &Watches,
         executors: Store<SpinAppExecutor>,
     ) -> Option<Legacy> {
         if !config.legacy_group {
@@ -264,7 +265,8 @@ impl Legacy {
             }
             return None;
         }
-        let (store, synced, events) = cached::<LegacySpinApp>("legacy SpinApp", api, watch);
+        let (store, synced, events) =
+            cached::<LegacySpinApp>("legacy SpinApp", api, watch, watches);
         let (to_legacy, triggers) = unbounded();
         let (to_canonical, canonical) = unbounded();
         let references = Arc::new(ReferenceIndex::default());
@@ -336,26 +338,29 @@ impl Legacy {
         client: &Client,
         namespace: Option<&str>,
         watch: watcher::Config,
+        watches: &Watches,
         canonical_ctx: &Context,
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) -> BoxFuture {
         let Some(legacy) = legacy else {
             return futures::future::ready(()).boxed();
         };
+        let backoff = Arc::new(super::backoff::Backoff::default());
         let ctx = Arc::new(Context {
             group: AppGroup::Legacy,
             references: legacy.references.clone(),
-            backoff: Default::default(),
+            backoff: backoff.clone(),
             ..canonical_ctx.clone()
         });
         // Canonical changes (deletions above all) may hand a name over to a
         // legacy app. Metadata only: nothing else of them is needed.
         let apps = legacy.store.clone();
-        let canonical = watcher(
+        let canonical = super::cache::watch(
+            "SpinApp metadata (legacy controller)",
             api_in::<PartialObjectMeta<SpinApp>>(client, namespace),
             watch,
+            watches,
         )
-        .default_backoff()
         .touched_objects();
         Controller::for_stream(legacy.events, legacy.store)
             .with_config(
@@ -363,6 +368,7 @@ impl Legacy {
                     .concurrency(canonical_ctx.config.concurrency),
             )
             .reconcile_on(legacy.triggers)
+            .reconcile_on(super::retry_failed(watches, backoff))
             .watches_stream(canonical, move |app| {
                 let key = ObjectRef::<LegacySpinApp>::new(&app.name_any())
                     .within(&app.namespace().unwrap_or_default());

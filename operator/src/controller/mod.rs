@@ -282,38 +282,57 @@ pub async fn run_until(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = config.namespace.as_deref();
+    let watches = cache::Watches::new(&config.metrics);
     let watch = watcher::Config::default().any_semantic();
     let owned = watch
         .clone()
         .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
 
     let (deployments, deployments_synced, deployment_events) =
-        cache::cached::<Deployment>("Deployment", api_in(&client, ns), owned.clone());
+        cache::cached::<Deployment>("Deployment", api_in(&client, ns), owned.clone(), &watches);
     let (services, services_synced, service_events) =
-        cache::cached::<Service>("Service", api_in(&client, ns), owned);
+        cache::cached::<Service>("Service", api_in(&client, ns), owned, &watches);
     let (secrets, secrets_synced, secret_events) = cache::cached::<Secret>(
         "Secret",
         api_in(&client, ns),
         watch.clone().labels(APP_NAME_LABEL),
+        &watches,
     );
-    let (executors, executors_synced, executor_events) =
-        cache::cached::<SpinAppExecutor>("SpinAppExecutor", api_in(&client, ns), watch.clone());
+    let (executors, executors_synced, executor_events) = cache::cached::<SpinAppExecutor>(
+        "SpinAppExecutor",
+        api_in(&client, ns),
+        watch.clone(),
+        &watches,
+    );
     let (runtime_classes, runtime_classes_synced, runtime_class_events) =
-        cache::cached::<RuntimeClass>("RuntimeClass", Api::all(client.clone()), watch.clone());
-    let mut legacy =
-        legacy::Legacy::setup(&client, ns, &config, watch.clone(), executors.clone()).await;
+        cache::cached::<RuntimeClass>(
+            "RuntimeClass",
+            Api::all(client.clone()),
+            watch.clone(),
+            &watches,
+        );
+    let mut legacy = legacy::Legacy::setup(
+        &client,
+        ns,
+        &config,
+        watch.clone(),
+        &watches,
+        executors.clone(),
+    )
+    .await;
     let legacy_apps = legacy.as_ref().map(legacy::Legacy::store);
     let tap = legacy::Legacy::tap(legacy.as_ref());
 
     // The controller's own store, built here so that it has a first-list signal too.
     let (apps, apps_synced, app_events) =
-        cache::cached_events::<SpinApp>("SpinApp", api_in(&client, ns), watch.clone());
+        cache::cached_events::<SpinApp>("SpinApp", api_in(&client, ns), watch.clone(), &watches);
     let app_controller = Controller::for_stream(app_events.applied_objects(), apps.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
     // The poller stops when `_scale_poller` is dropped at the end of the run.
     let (scale, scale_triggers, _scale_poller) =
-        scale_to_zero::start(&client, ns, &config.scale_to_zero, apps.clone());
+        scale_to_zero::start(&client, ns, &config.scale_to_zero, apps.clone(), &watches);
     let references = Arc::new(ReferenceIndex::default());
+    let backoff = Arc::new(Backoff::default());
     let mut caches = vec![
         apps_synced,
         deployments_synced,
@@ -342,7 +361,7 @@ pub async fn run_until(
         executors: executors.clone(),
         runtime_classes: runtime_classes.clone(),
         references: references.clone(),
-        backoff: Default::default(),
+        backoff: backoff.clone(),
         group: legacy::AppGroup::Canonical,
         legacy_apps: legacy_apps.clone(),
         scale,
@@ -351,17 +370,19 @@ pub async fn run_until(
 
     // Referenced Secrets/ConfigMaps: metadata only, mapped through the index.
     // (`Api<PartialObjectMeta<K>>` makes the watch request metadata only.)
-    let referenced_secrets = watcher(
+    let referenced_secrets = cache::watch(
+        "referenced Secret",
         api_in::<PartialObjectMeta<Secret>>(&client, ns),
         watch.clone(),
+        &watches,
     )
-    .default_backoff()
     .touched_objects();
-    let referenced_config_maps = watcher(
+    let referenced_config_maps = cache::watch(
+        "referenced ConfigMap",
         api_in::<PartialObjectMeta<ConfigMap>>(&client, ns),
         watch.clone(),
+        &watches,
     )
-    .default_backoff()
     .touched_objects();
     let (index_s, index_c) = (references.clone(), references.clone());
     let (apps_e, apps_r, executors_r) = (apps.clone(), apps.clone(), executors.clone());
@@ -392,6 +413,7 @@ pub async fn run_until(
             apps.clone(),
         ))
         .reconcile_on(scale_triggers)
+        .reconcile_on(retry_failed(&watches, backoff))
         .graceful_shutdown_on(shutdown_rx.clone())
         .run(spinapp::reconcile, spinapp::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -405,15 +427,31 @@ pub async fn run_until(
         &client,
         ns,
         watch.clone(),
+        &watches,
         &ctx,
         shutdown_rx.clone(),
     );
+    // The executor controller's own watches: the streams above are consumed
+    // by the app controller.
+    let (executor_store, _, own_executor_events) = cache::cached_events::<SpinAppExecutor>(
+        "SpinAppExecutor (executor controller)",
+        api_in(&client, ns),
+        watch.clone(),
+        &watches,
+    );
+    let executor_runtime_classes = cache::watch(
+        "RuntimeClass (executor controller)",
+        Api::<RuntimeClass>::all(client.clone()),
+        watch,
+        &watches,
+    )
+    .touched_objects();
     let executor_controller =
-        Controller::new(api_in::<SpinAppExecutor>(&client, ns), watch.clone())
+        Controller::for_stream(own_executor_events.applied_objects(), executor_store)
             .with_config(
                 kube::runtime::controller::Config::default().concurrency(config.concurrency),
             )
-            .watches(Api::<RuntimeClass>::all(client.clone()), watch, {
+            .watches_stream(executor_runtime_classes, {
                 let executors = executors.clone();
                 move |rc| executors_using_runtime_class(&executors, &rc)
             })
@@ -513,6 +551,32 @@ fn referencing_apps<K: Resource>(
         .into_iter()
         .map(|app| ObjectRef::new(&app).within(&ns))
         .collect()
+}
+
+/// The apps whose last reconcile failed, each time a cache completes a
+/// re-list. A reconcile that failed while the apiserver was away would
+/// otherwise wait out its backoff (minutes after a long outage) although
+/// nothing is wrong any more, and nothing else triggers it when the app
+/// itself did not change meanwhile.
+pub(crate) fn retry_failed<K>(
+    watches: &cache::Watches,
+    backoff: Arc<Backoff>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    watches.relisted().flat_map(move |()| {
+        let apps: Vec<ObjectRef<K>> = backoff
+            .failing()
+            .iter()
+            .filter_map(|key| {
+                let (ns, name) = key.split_once('/')?;
+                // Executor keys (`executor:ns/name`) retry on their own.
+                (!ns.contains(':')).then(|| ObjectRef::new(name).within(ns))
+            })
+            .collect();
+        futures::stream::iter(apps)
+    })
 }
 
 /// Reconcile outcome used by both controllers' error policies.

@@ -41,7 +41,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::cache::{Synced, cached};
+use super::cache::{Synced, Watches, cached};
 use super::{Context, Error};
 use crate::activator::kube::{
     LEASE_APP_NAME_LABEL, LEASE_APP_NAMESPACE_LABEL, demand_lease_name, route_annotations,
@@ -282,6 +282,7 @@ pub fn start(
     namespace: Option<&str>,
     options: &Options,
     apps: Store<SpinApp>,
+    watches: &Watches,
 ) -> (
     Arc<Shared>,
     impl Stream<Item = ObjectRef<SpinApp>> + Send + 'static,
@@ -296,6 +297,7 @@ pub fn start(
         "app EndpointSlice",
         slices_api,
         watch.clone().labels(APP_NAME_LABEL),
+        watches,
     );
     let (activator_slices, activator_slices_synced, activator_events) = cached(
         "activator EndpointSlice",
@@ -304,11 +306,13 @@ pub fn start(
             "{SERVICE_NAME_LABEL}={}",
             options.activator_service
         )),
+        watches,
     );
     let (leases, leases_synced, lease_events) = cached(
         "demand Lease",
         Api::<Lease>::namespaced(client.clone(), &options.activator_namespace),
         watch.labels(LEASE_APP_NAME_LABEL),
+        watches,
     );
     let shared = Arc::new(Shared {
         options: options.clone(),
