@@ -20,7 +20,7 @@
 #   SPINDLE_TEST_FAULTS=auto|0  the fault tier's own control plane (e2e/tests/faults.rs kills
 #                            and pauses its kube-apiserver and etcd, so no other test may use
 #                            it): auto = started when the run includes that test (--workspace,
-#                            or "faults" in the args)
+#                            -p spindle-e2e without --test, or "faults" in the args)
 #   SPINDLE_FAULTS_STATE=dir its state dir (default <repo>/.spindle/cp-faults)
 #   SPINDLE_TEST_GUESTS=auto|1|0  guest-apps/test.sh: auto = only when its toolchain is installed;
 #                            1 also builds the guests before cargo test (e2e/tests/oci.rs pushes them)
@@ -119,7 +119,12 @@ fi
 # The fault tier's control plane (docs/e2e.md), a third one: its apiserver and etcd are
 # stopped and paused by the tests, which must not disturb any other test binary. With an
 # audit log of writes (SPINDLE_AUDIT=1), from which the leader-fencing test counts writes.
-if [[ ${SPINDLE_TEST_FAULTS:-auto} != 0 && ( " $* " == *" --workspace "* || "$*" == *faults* ) ]]; then
+runs_faults() {
+  [[ " $* " == *" --workspace "* || "$*" == *faults* ]] && return 0
+  # The whole e2e package (no --test selection) includes the faults binary too.
+  [[ "$*" == *spindle-e2e* && " $* " != *" --test "* && "$*" != *--test=* ]]
+}
+if [[ ${SPINDLE_TEST_FAULTS:-auto} != 0 ]] && runs_faults "$@"; then
   begin "fault tier control plane"
   if ! SPINDLE_STATE=$faults_state "$cp_sh" status >/dev/null 2>&1; then started_faults=1; fi
   SPINDLE_STATE=$faults_state SPINDLE_AUDIT=1 "$cp_sh" start
