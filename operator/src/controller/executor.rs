@@ -36,7 +36,7 @@ pub async fn reconcile(executor: Arc<SpinAppExecutor>, ctx: Arc<Context>) -> Res
         .ok_or(Error::IncompleteObject("metadata.namespace"))?;
     ctx.caches_synced().await?;
     let api: Api<SpinAppExecutor> = ctx.api(&ns);
-    let key = object_key(executor.as_ref());
+    let key = backoff_key(executor.as_ref());
     let result = finalizer(&api, FINALIZER, executor, |event| async {
         match event {
             Finalizer::Apply(executor) => apply(&executor, &ctx).await,
@@ -59,12 +59,15 @@ pub async fn reconcile(executor: Arc<SpinAppExecutor>, ctx: Arc<Context>) -> Res
 /// Error policy: per-object exponential backoff (a steady 5 s poll while
 /// deletion waits for apps to go away).
 pub fn error_policy(executor: Arc<SpinAppExecutor>, error: &Error, ctx: Arc<Context>) -> Action {
-    retry_after(
-        &ctx,
-        &format!("executor:{}", object_key(executor.as_ref())),
-        error,
-        CONTROLLER,
-    )
+    retry_after(&ctx, &backoff_key(executor.as_ref()), error, CONTROLLER)
+}
+
+/// The executor's key in the backoff tracker it shares with the apps: its
+/// own prefix, so that an app of the same name keeps a backoff of its own.
+/// Recording and resetting must use this one key (they used two, so an
+/// executor's backoff never reset and its success reset the app's).
+fn backoff_key(executor: &SpinAppExecutor) -> String {
+    format!("executor:{}", object_key(executor))
 }
 
 async fn apply(executor: &SpinAppExecutor, ctx: &Context) -> Result<Action, Error> {
@@ -248,4 +251,32 @@ async fn cleanup(executor: &SpinAppExecutor, ctx: &Context) -> Result<Action, Er
     )
     .await;
     Err(Error::ExecutorInUse(shown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executor_backoff_is_its_own_and_resets() {
+        let executor = SpinAppExecutor {
+            metadata: kube::api::ObjectMeta {
+                name: Some("same".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            spec: Default::default(),
+            status: None,
+        };
+        let backoff = super::super::backoff::Backoff::default();
+        backoff.failed("ns/same"); // an app of the same name
+        backoff.failed(&backoff_key(&executor));
+        backoff.succeeded(&backoff_key(&executor));
+        assert_eq!(backoff.failures(&backoff_key(&executor)), 0);
+        assert_eq!(
+            backoff.failures("ns/same"),
+            1,
+            "the app keeps its own backoff"
+        );
+    }
 }
