@@ -6,6 +6,8 @@
 #
 # Usage: e2e/scripts/controlplane.sh start [--minimal | --netns] | stop | status | env
 #        e2e/scripts/controlplane.sh {stop|status|env} --netns | exec -- CMD...
+#        e2e/scripts/controlplane.sh restart-apiserver [--signal TERM|KILL] [--grace SECONDS] [--down SECONDS]
+#        e2e/scripts/controlplane.sh {pause|resume} COMPONENT
 #   start      start everything (or report that it is already running); waits
 #              for /readyz, default ServiceAccounts and a Ready node; prints timings
 #   --minimal  etcd + kube-apiserver only (CRDs, CEL, SSA, subresources, RBAC)
@@ -20,6 +22,16 @@
 #   env        print `export` lines: source <(e2e/scripts/controlplane.sh env)
 #   exec       run CMD inside the netns tier's namespace with its KUBECONFIG
 #              (and SPINDLE_TEST_KUBECONFIG) set and kubectl on PATH
+#   restart-apiserver  the fault tier (e2e/tests/faults.rs): stop kube-apiserver
+#              alone by its recorded PID (SIGTERM, the default, or SIGKILL; after
+#              SIGTERM, SIGKILL when it has not exited within --grace, default 30 s
+#              as a kubelet does), keep it down SECONDS (default 0), start it again
+#              with the very same command line (same port, certs, etcd), wait for /readyz
+#   pause, resume  SIGSTOP / SIGCONT one component by its recorded PID (the fault
+#              tier pauses etcd)
+#   SPINDLE_AUDIT=1 (start): kube-apiserver writes an audit log of every write
+#              (create, update, patch, delete: Metadata level, nothing else) to
+#              <state>/audit.log, JSON lines; the fault tier counts a replica's writes in it
 #
 # State (PKI, etcd data, logs, PIDs, kubeconfig) lives in
 # ${SPINDLE_STATE:-<repo>/.spindle/cp} (--netns: ${SPINDLE_NETNS_STATE:-<repo>/.spindle/cp-netns}).
@@ -96,7 +108,8 @@ free_port() {
 
 spawn() { # name logfile cmd... : start detached, record PID
   local c=$1; shift
-  setsid "${nsx[@]}" "$@" >"$state/logs/$c.log" 2>&1 </dev/null &
+  # Appends: a component restarted by restart-apiserver keeps its earlier log.
+  setsid "${nsx[@]}" "$@" >>"$state/logs/$c.log" 2>&1 </dev/null &
   echo $! >"$state/pids/$c.pid"
 }
 
@@ -267,6 +280,14 @@ start() {
   local admission=()
   # Without kube-controller-manager nothing creates default ServiceAccounts.
   [[ $want == minimal ]] && admission=(--disable-admission-plugins=ServiceAccount)
+  local audit=()
+  if [[ ${SPINDLE_AUDIT:-0} == 1 ]]; then
+    audit_policy >"$state/audit-policy.yaml"
+    # Blocking mode (the log backend's default): an event is on disk before the
+    # response is sent, so a count read after the fact misses nothing.
+    audit=(--audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/audit.log"
+      --audit-log-format json --audit-log-mode blocking --audit-log-maxsize 0)
+  fi
   local p=$state/pki
   spawn kube-apiserver "$k8s_bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
@@ -276,7 +297,7 @@ start() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
     --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
-    --endpoint-reconciler-type none "${admission[@]}"
+    --endpoint-reconciler-type none "${admission[@]}" "${audit[@]}"
   wait_until 90 "kube-apiserver /readyz" kube-apiserver readyz
   log "kube-apiserver ready on https://127.0.0.1:$api_port in $(secs_since "$t1")"
 
@@ -303,6 +324,65 @@ start() {
   else
     log "use it with: source <($here/scripts/controlplane.sh env)"
   fi
+}
+
+# Writes only, at Metadata level (who, what, when, user agent; no bodies): reads
+# and watches are most of the traffic and would cost the loaded machine more.
+audit_policy() {
+  cat <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+EOF
+}
+
+# Stops kube-apiserver alone, keeps etcd and the rest running, and starts it
+# again from its own /proc cmdline, so it comes back on the same port with the
+# same certs and flags and every client reconnects by itself.
+restart_apiserver() {
+  local sig=TERM down=0 grace=30
+  while (($#)); do
+    case $1 in
+      --signal) sig=${2:-}; shift 2 ;;
+      --down) down=${2:-}; shift 2 ;;
+      --grace) grace=${2:-}; shift 2 ;;
+      *) die "usage: controlplane.sh restart-apiserver [--signal TERM|KILL] [--grace SECONDS] [--down SECONDS]" ;;
+    esac
+  done
+  [[ $sig == TERM || $sig == KILL ]] || die "--signal must be TERM or KILL, not $sig"
+  [[ $down =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--down must be a number of seconds, not $down"
+  [[ $grace =~ ^[0-9]+$ ]] || die "--grace must be a whole number of seconds, not $grace"
+  local pid t0
+  pid=$(live_pid kube-apiserver) || die "kube-apiserver is not running from $state"
+  local args=()
+  mapfile -d '' args <"/proc/$pid/cmdline"
+  ((${#args[@]} > 0)) || die "cannot read the command line of kube-apiserver ($pid)"
+  t0=$(now_ms)
+  kill "-$sig" "$pid"
+  # Not our child: poll. After SIGTERM it stops listening within a second but
+  # then drains open watches for up to a minute; a kubelet would SIGKILL it
+  # at the end of the pod's grace period.
+  for _ in $(seq $((grace * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then log "kube-apiserver ($pid) still draining after ${grace}s; SIGKILL"; kill -KILL "$pid"; fi
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  log "kube-apiserver ($pid) stopped by SIG$sig in $(secs_since "$t0"); down for ${down}s"
+  sleep "$down"
+  t0=$(now_ms)
+  spawn kube-apiserver "${args[@]}"
+  wait_until 90 "kube-apiserver /readyz after the restart" kube-apiserver readyz
+  log "kube-apiserver ($(<"$state/pids/kube-apiserver.pid")) ready again in $(secs_since "$t0")"
+}
+
+signal_component() { # STOP|CONT component
+  local sig=$1 c=${2:-} pid
+  [[ " ${components[*]} " == *" $c "* ]] || die "unknown component '$c' (one of: ${components[*]})"
+  pid=$(live_pid "$c") || die "$c is not running from $state"
+  kill "-$sig" "$pid"
+  log "sent SIG$sig to $c ($pid)"
 }
 
 # The netns tier's namespace: loopback up, and the pod CIDR and Service range
@@ -420,6 +500,8 @@ stop_all() {
     c=${components[i]}
     if pid=$(live_pid "$c"); then
       kill -TERM "$pid" 2>/dev/null || true
+      # A component left paused (controlplane.sh pause) acts on SIGTERM only once continued.
+      kill -CONT "$pid" 2>/dev/null || true
       stopped+=("$c:$pid")
     fi
   done
@@ -487,5 +569,8 @@ case $cmd in
   status) status ;;
   env) print_env ;;
   exec) exec_in "$@" ;;
-  *) echo "usage: $0 start [--minimal | --netns] | stop | status | env [--netns] | exec -- CMD..." >&2; exit 2 ;;
+  restart-apiserver) restart_apiserver "$@" ;;
+  pause) signal_component STOP "$@" ;;
+  resume) signal_component CONT "$@" ;;
+  *) echo "usage: $0 start [--minimal | --netns] | stop | status | env [--netns] | exec -- CMD... | restart-apiserver [--signal TERM|KILL] [--down SECONDS] | pause|resume COMPONENT" >&2; exit 2 ;;
 esac

@@ -17,6 +17,11 @@
 #                            e2e/tests/scale_to_zero_netns.rs: auto = started when the run
 #                            includes that test (--workspace, or "netns" in the args)
 #   SPINDLE_NETNS_STATE=dir  its state dir (default <repo>/.spindle/cp-netns)
+#   SPINDLE_TEST_FAULTS=auto|0  the fault tier's own control plane (e2e/tests/faults.rs kills
+#                            and pauses its kube-apiserver and etcd, so no other test may use
+#                            it): auto = started when the run includes that test (--workspace,
+#                            -p spindle-e2e without --test, or "faults" in the args)
+#   SPINDLE_FAULTS_STATE=dir its state dir (default <repo>/.spindle/cp-faults)
 #   SPINDLE_TEST_GUESTS=auto|1|0  guest-apps/test.sh: auto = only when its toolchain is installed;
 #                            1 also builds the guests before cargo test (e2e/tests/oci.rs pushes them)
 #   SPINDLE_GUEST_DIST=dir   built guests for the OCI tests (default <repo>/guest-apps/target/dist)
@@ -45,6 +50,8 @@ summary() {
 
 started_cp=0
 started_netns=0
+started_faults=0
+faults_state=${SPINDLE_FAULTS_STATE:-$repo/.spindle/cp-faults}
 log_dir=$(mktemp -d)
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
@@ -56,6 +63,9 @@ cleanup() {
   fi
   if ((started_netns)) && [[ ${SPINDLE_KEEP_CP:-0} != 1 ]]; then
     "$cp_sh" stop --netns || rc=1
+  fi
+  if ((started_faults)) && [[ ${SPINDLE_KEEP_CP:-0} != 1 ]]; then
+    SPINDLE_STATE=$faults_state "$cp_sh" stop || rc=1
   fi
   rm -rf "$log_dir"
   exit "$rc"
@@ -104,6 +114,26 @@ if [[ ${SPINDLE_TEST_NETNS:-auto} != 0 && ( " $* " == *" --workspace "* || "$*" 
     export SPINDLE_NETNS_REQUIRED=1
   fi
   end "netns tier start"
+fi
+
+# The fault tier's control plane (docs/e2e.md), a third one: its apiserver and etcd are
+# stopped and paused by the tests, which must not disturb any other test binary. With an
+# audit log of writes (SPINDLE_AUDIT=1), from which the leader-fencing test counts writes.
+runs_faults() {
+  [[ " $* " == *" --workspace "* || "$*" == *faults* ]] && return 0
+  # The whole e2e package (no --test selection) includes the faults binary too.
+  [[ "$*" == *spindle-e2e* && " $* " != *" --test "* && "$*" != *--test=* ]]
+}
+if [[ ${SPINDLE_TEST_FAULTS:-auto} != 0 ]] && runs_faults "$@"; then
+  begin "fault tier control plane"
+  if ! SPINDLE_STATE=$faults_state "$cp_sh" status >/dev/null 2>&1; then started_faults=1; fi
+  SPINDLE_STATE=$faults_state SPINDLE_AUDIT=1 "$cp_sh" start
+  export SPINDLE_FAULTS_STATE=$faults_state
+  export SPINDLE_FAULTS_KUBECONFIG=$faults_state/kubeconfig
+  # The tests run the real operator binary (`spindle run`), which a run of one test
+  # binary does not build.
+  cargo build --quiet -p spindle
+  end "fault tier start"
 fi
 
 failed=0

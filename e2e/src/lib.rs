@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod operator;
 pub mod registry;
 pub mod scenario;
 
