@@ -88,6 +88,22 @@ pub fn built_spindle_bin() -> anyhow::Result<PathBuf> {
 
 /// Path of the test cluster's kubeconfig. Panics with instructions when unset:
 /// a cluster test must never pass by silently skipping.
+/// The shim's RuntimeClass and a `containerd-shim-spin` executor that uses it
+/// (apply into a test namespace with [`TestNamespace::apply_yaml`]).
+pub const SHIM_EXECUTOR: &str = r#"
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: wasmtime-spin-v2}
+handler: spin
+---
+apiVersion: core.spinkube.dev/v1alpha1
+kind: SpinAppExecutor
+metadata: {name: containerd-shim-spin}
+spec:
+  createDeployment: true
+  deploymentConfig: {runtimeClassName: wasmtime-spin-v2}
+"#;
+
 pub fn kubeconfig_path() -> PathBuf {
     match std::env::var_os(KUBECONFIG_ENV) {
         Some(p) if !p.is_empty() => PathBuf::from(p),

@@ -159,19 +159,7 @@ fn secs(d: Duration) -> String {
 // The fleet of apps and the end check
 // ---------------------------------------------------------------------------
 
-const EXECUTOR: &str = r#"
-apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata: {name: wasmtime-spin-v2}
-handler: spin
----
-apiVersion: core.spinkube.dev/v1alpha1
-kind: SpinAppExecutor
-metadata: {name: containerd-shim-spin}
-spec:
-  createDeployment: true
-  deploymentConfig: {runtimeClassName: wasmtime-spin-v2}
-"#;
+use spindle_e2e::SHIM_EXECUTOR as EXECUTOR;
 
 /// The spec fields an update changes: a variable (the Deployment's env) and a
 /// runtime-config option (the generated Secret), so a stale child of either

@@ -217,19 +217,7 @@ mod operator_side {
     use spindle_e2e::{TestNamespace, built_spindle_bin, kubeconfig_path, wait_for};
 
     const TIMEOUT: Duration = Duration::from_secs(60);
-    const EXECUTOR: &str = r#"
-apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata: {name: wasmtime-spin-v2}
-handler: spin
----
-apiVersion: core.spinkube.dev/v1alpha1
-kind: SpinAppExecutor
-metadata: {name: containerd-shim-spin}
-spec:
-  createDeployment: true
-  deploymentConfig: {runtimeClassName: wasmtime-spin-v2}
-"#;
+    use spindle_e2e::SHIM_EXECUTOR as EXECUTOR;
 
     fn writes(m: &Metrics) -> u64 {
         ["create", "update", "patch", "delete"]

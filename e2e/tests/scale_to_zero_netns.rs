@@ -1001,19 +1001,7 @@ async fn harness_pod_crashing_after_ready_restarts() -> anyhow::Result<Outcome> 
 // Scale to zero with the real `spindle run` and `spindle activator`
 // ---------------------------------------------------------------------------
 
-const EXECUTOR: &str = r#"
-apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata: {name: wasmtime-spin-v2}
-handler: spin
----
-apiVersion: core.spinkube.dev/v1alpha1
-kind: SpinAppExecutor
-metadata: {name: containerd-shim-spin}
-spec:
-  createDeployment: true
-  deploymentConfig: {runtimeClassName: wasmtime-spin-v2}
-"#;
+use spindle_e2e::SHIM_EXECUTOR as EXECUTOR;
 
 /// A scenario's activator "pod IPs" (inside the pod CIDR, far from kwok's
 /// allocations) and activator port range, fresh for every scenario: a
