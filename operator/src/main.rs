@@ -66,7 +66,9 @@ struct RunArgs {
     #[arg(long, env = "SPINDLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Log filter, e.g. `info` or `spindle=debug,kube=info` (default: `RUST_LOG`, else `info`).
+    /// Log filter, e.g. `info` or `spindle=debug,kube=info` (default: `RUST_LOG`, else
+    /// `info,kube_client::client::builder=off`: kube's one ERROR line per failed request
+    /// repeats Spindle's own).
     #[arg(long, env = "SPINDLE_LOG_LEVEL")]
     log_level: Option<String>,
 
@@ -165,7 +167,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .log_level
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "info".to_owned());
+        .unwrap_or_else(|| spindle::telemetry::DEFAULT_FILTER.to_owned());
     spindle::telemetry::init(args.log_format, &filter).context("setting up logging")?;
 
     let metrics = Metrics::new();

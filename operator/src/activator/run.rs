@@ -76,7 +76,7 @@ pub struct ActivatorArgs {
     #[arg(long, env = "SPINDLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Log filter (default: `RUST_LOG`, else `info`).
+    /// Log filter (default: `RUST_LOG`, else `info,kube_client::client::builder=off`).
     #[arg(long, env = "SPINDLE_LOG_LEVEL")]
     pub log_level: Option<String>,
 }
@@ -101,7 +101,7 @@ pub async fn run(args: ActivatorArgs) -> anyhow::Result<()> {
         .log_level
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "info".to_owned());
+        .unwrap_or_else(|| crate::telemetry::DEFAULT_FILTER.to_owned());
     crate::telemetry::init(args.log_format, &filter).context("setting up logging")?;
 
     let client = kube::Client::try_default()
