@@ -113,11 +113,21 @@ spawn() { # name logfile cmd... : start detached, record PID
   echo $! >"$state/pids/$c.pid"
 }
 
+# Whether the process just spawned for a component still exists. Not live_pid:
+# between fork and exec the child's cmdline is still this script's, and a
+# check in that instant (a loaded machine) took a starting kube-apiserver for
+# an exited one and stopped it before it had written a line.
+spawned_alive() {
+  local pid
+  pid=$(<"$state/pids/$1.pid") 2>/dev/null || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
 wait_until() { # timeout-seconds description component command...
   local t=$1 what=$2 c=$3; shift 3
   local deadline=$(($(now_ms) + t * 1000))
   until "$@" >/dev/null 2>&1; do
-    if [[ -n $c ]] && ! live_pid "$c" >/dev/null; then
+    if [[ -n $c ]] && ! spawned_alive "$c"; then
       log "$c exited while waiting for $what; last lines of $state/logs/$c.log:"
       tail -n 30 "$state/logs/$c.log" >&2 || true
       stop_all; exit 1
