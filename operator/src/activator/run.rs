@@ -29,7 +29,7 @@ pub struct ActivatorArgs {
     pub listen_ip: IpAddr,
 
     /// Activator ports the operator may assign, `first-last`.
-    #[arg(long, env = "SPINDLE_ACTIVATOR_PORT_RANGE", default_value = "20000-29999", value_parser = parse_range)]
+    #[arg(long, env = "SPINDLE_ACTIVATOR_PORT_RANGE", default_value = "20000-29999", value_parser = crate::scale::parse_port_range)]
     pub port_range: RangeInclusive<u16>,
 
     /// Namespace of the demand Leases (default: `POD_NAMESPACE`, else `spindle-system`).
@@ -79,20 +79,6 @@ pub struct ActivatorArgs {
     /// Log filter (default: `RUST_LOG`, else `info,kube_client::client::builder=off`).
     #[arg(long, env = "SPINDLE_LOG_LEVEL")]
     pub log_level: Option<String>,
-}
-
-fn parse_range(s: &str) -> Result<RangeInclusive<u16>, String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or("expected first-last, e.g. 20000-29999")?;
-    let (a, b): (u16, u16) = (
-        a.trim().parse().map_err(|_| "bad first port")?,
-        b.trim().parse().map_err(|_| "bad last port")?,
-    );
-    if a == 0 || a > b {
-        return Err("the range must be non-empty and start above 0".into());
-    }
-    Ok(a..=b)
 }
 
 /// Run the activator until SIGTERM/SIGINT.
@@ -199,9 +185,12 @@ async fn shutdown_signal() {
 mod tests {
     #[test]
     fn port_range() {
-        assert_eq!(super::parse_range("20000-29999"), Ok(20000..=29999));
-        assert!(super::parse_range("5-4").is_err());
-        assert!(super::parse_range("0-4").is_err());
-        assert!(super::parse_range("20000").is_err());
+        assert_eq!(
+            crate::scale::parse_port_range("20000-29999"),
+            Ok(20000..=29999)
+        );
+        assert!(crate::scale::parse_port_range("5-4").is_err());
+        assert!(crate::scale::parse_port_range("0-4").is_err());
+        assert!(crate::scale::parse_port_range("20000").is_err());
     }
 }

@@ -385,6 +385,15 @@ impl Legacy {
     }
 }
 
+fn legacy_apps_using(
+    apps: &Store<LegacySpinApp>,
+    executor: &SpinAppExecutor,
+) -> Vec<ObjectRef<LegacySpinApp>> {
+    super::apps_using_executor(apps, executor, |a: &LegacySpinApp| {
+        &a.spec.canonical.executor
+    })
+}
+
 /// A boxed controller future.
 pub type BoxFuture = futures::future::BoxFuture<'static, ()>;
 
@@ -448,7 +457,7 @@ impl Tap {
         S: Stream<Item = Result<SpinAppExecutor, E>>,
     {
         self.pass(stream, |inner, executor: &SpinAppExecutor| {
-            apps_using_executor(&inner.apps, executor)
+            legacy_apps_using(&inner.apps, executor)
         })
     }
 
@@ -464,7 +473,7 @@ impl Tap {
             super::executors_using_runtime_class(&inner.executors, rc)
                 .into_iter()
                 .filter_map(|r| inner.executors.get(&r))
-                .flat_map(|e| apps_using_executor(&inner.apps, &e))
+                .flat_map(|e| legacy_apps_using(&inner.apps, &e))
                 .collect()
         })
     }
@@ -490,21 +499,6 @@ impl Tap {
                 .collect()
         })
     }
-}
-
-fn apps_using_executor(
-    apps: &Store<LegacySpinApp>,
-    executor: &SpinAppExecutor,
-) -> Vec<ObjectRef<LegacySpinApp>> {
-    let ns = executor.namespace().unwrap_or_default();
-    let name = executor.name_any();
-    apps.state()
-        .iter()
-        .filter(|a| {
-            a.namespace().as_deref() == Some(ns.as_str()) && a.spec.canonical.executor == name
-        })
-        .map(|a| ObjectRef::from_obj(a.as_ref()))
-        .collect()
 }
 
 #[cfg(test)]

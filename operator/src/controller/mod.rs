@@ -270,11 +270,6 @@ pub async fn check_crds_installed(client: &Client, namespace: Option<&str>) -> R
     Ok(())
 }
 
-/// Run both controllers until the process shuts down.
-pub async fn run(client: Client, config: Config) {
-    run_until(client, config, futures::future::pending()).await
-}
-
 /// Run both controllers until `shutdown` resolves; running reconciles finish first.
 pub async fn run_until(
     client: Client,
@@ -395,7 +390,7 @@ pub async fn run_until(
         .owns_stream(tap.owned(service_events))
         .owns_stream(tap.owned(secret_events))
         .watches_stream(tap.executors(executor_events), move |executor| {
-            apps_using_executor(&apps_e, &executor)
+            apps_using_executor(&apps_e, &executor, |a: &SpinApp| &a.spec.executor)
         })
         .watches_stream(tap.runtime_classes(runtime_class_events), move |rc| {
             apps_using_runtime_class(&apps_r, &executors_r, &rc)
@@ -495,15 +490,21 @@ pub async fn run_until(
     config.readiness.set_caches_synced(false);
 }
 
-fn apps_using_executor(
-    apps: &Store<SpinApp>,
+/// The apps of either group that name `executor` (`executor_of` reads an
+/// app's `spec.executor`).
+pub(crate) fn apps_using_executor<K>(
+    apps: &Store<K>,
     executor: &SpinAppExecutor,
-) -> Vec<ObjectRef<SpinApp>> {
+    executor_of: impl Fn(&K) -> &str,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
     let ns = executor.namespace().unwrap_or_default();
     let name = executor.name_any();
     apps.state()
         .iter()
-        .filter(|a| a.namespace().as_deref() == Some(ns.as_str()) && a.spec.executor == name)
+        .filter(|a| a.meta().namespace.as_deref() == Some(ns.as_str()) && executor_of(a) == name)
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
 }
@@ -516,7 +517,7 @@ fn apps_using_runtime_class(
     executors_using_runtime_class(executors, rc)
         .into_iter()
         .filter_map(|r| executors.get(&r))
-        .flat_map(|e| apps_using_executor(apps, &e))
+        .flat_map(|e| apps_using_executor(apps, &e, |a: &SpinApp| &a.spec.executor))
         .collect()
 }
 

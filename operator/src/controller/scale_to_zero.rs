@@ -1,4 +1,4 @@
-//! The scale-to-zero step of the SpinApp reconcile (design §6.4).
+//! The scale-to-zero step of the SpinApp reconcile (docs/scale-to-zero.md).
 //!
 //! [`prepare`] runs before the children are applied: it observes the app
 //! (kcm's EndpointSlices, the Deployment, the demand Lease, the activators'
@@ -118,7 +118,7 @@ pub struct Args {
     #[arg(long, env = "SPINDLE_ACTIVATOR_ADMIN_PORT", default_value_t = 9090)]
     pub activator_admin_port: u16,
     /// Activator ports assigned to apps, `first-last` (the activators' `--port-range`).
-    #[arg(long, env = "SPINDLE_ACTIVATOR_PORT_RANGE", default_value = "20000-29999", value_parser = parse_range)]
+    #[arg(long, env = "SPINDLE_ACTIVATOR_PORT_RANGE", default_value = "20000-29999", value_parser = crate::scale::parse_port_range)]
     pub activator_port_range: RangeInclusive<u16>,
     /// Seconds between reads of the activators' activity.
     #[arg(long, env = "SPINDLE_ACTIVITY_POLL_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
@@ -142,20 +142,6 @@ pub struct Args {
     /// Tests only: read activity from this address instead of the activator pods.
     #[arg(long, hide = true, env = "SPINDLE_ACTIVATOR_ADMIN_ADDR_OVERRIDE")]
     pub activator_admin_addr_override: Option<SocketAddr>,
-}
-
-fn parse_range(s: &str) -> Result<RangeInclusive<u16>, String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or("expected first-last, e.g. 20000-29999")?;
-    let (a, b): (u16, u16) = (
-        a.trim().parse().map_err(|_| "bad first port")?,
-        b.trim().parse().map_err(|_| "bad last port")?,
-    );
-    if a == 0 || a > b {
-        return Err("the range must be non-empty and start above 0".into());
-    }
-    Ok(a..=b)
 }
 
 impl Args {

@@ -29,7 +29,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 use tracing::info;
 
-use super::format::{self, Descriptor, ImageFormat};
+use super::format::{self, Descriptor};
 use super::{Credentials, Error, ImageRef, Keyring, PlainHttp};
 
 /// Content up to this size is inlined into the locked app (Spin's
@@ -1005,17 +1005,10 @@ fn docker_config_credentials(reference: &ImageRef) -> Credentials {
         .unwrap_or_default()
 }
 
-/// The format an artifact built here has (for tests and logs).
-pub fn format_of(push_format: PushFormat) -> ImageFormat {
-    match push_format {
-        PushFormat::Spin => ImageFormat::SpinRegistryPush,
-        PushFormat::Component => ImageFormat::WasmComponent,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::format::ImageFormat;
 
     const TOML: &str = r#"
 spin_manifest_version = 2

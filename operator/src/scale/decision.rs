@@ -1,4 +1,4 @@
-//! The pure scale-to-zero decision (design §6.4).
+//! The pure scale-to-zero decision (docs/scale-to-zero.md, "How it works").
 
 use std::fmt;
 use std::time::{Duration, SystemTime};

@@ -1,4 +1,4 @@
-//! Scale to zero: the pure decision logic (design §6.4), the activator-port
+//! Scale to zero: the pure decision logic (docs/scale-to-zero.md), the activator-port
 //! allocator and the objects the operator adds for a scale-to-zero app.
 //!
 //! Nothing here talks to the apiserver: the controller gathers [`Inputs`],

@@ -126,7 +126,7 @@ pub enum ProbeError {
     },
 }
 
-/// The dataplane probe (design §6.4 step 2): `GET /` to the Service's
+/// The dataplane probe (docs/scale-to-zero.md, "How it works"): `GET /` to the Service's
 /// ClusterIP with `Spindle-Probe: <uid>`; passes when the activator answers
 /// `200 <ns>/<app>` itself. Run it while the app still has ready pods and the
 /// activator slice is applied: kube-proxy prefers neither, so the caller

@@ -1,4 +1,4 @@
-//! Activator port allocation (design §6.3): lowest free port in the range,
+//! Activator port allocation (docs/scale-to-zero.md, "How it works"): lowest free port in the range,
 //! rebuilt from Service annotations, released ports quarantined.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,6 +12,22 @@ pub const DEFAULT_PORT_RANGE: RangeInclusive<u16> = 20000..=29999;
 /// A released port is not handed out again for this long, so that stale
 /// kube-proxy rules cannot carry one app's callers to another.
 pub const PORT_QUARANTINE: Duration = Duration::from_secs(600);
+
+/// A port range flag (`first-last`, e.g. `20000-29999`), as the operator and
+/// the activator both take it (`--activator-port-range`).
+pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or("expected first-last, e.g. 20000-29999")?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| "bad first port")?,
+        b.trim().parse().map_err(|_| "bad last port")?,
+    );
+    if a == 0 || a > b {
+        return Err("the range must be non-empty and start above 0".into());
+    }
+    Ok(a..=b)
+}
 
 /// An app, as `namespace/name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

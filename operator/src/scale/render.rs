@@ -1,4 +1,4 @@
-//! Objects and fields the operator adds for a scale-to-zero app (design §6.3).
+//! Objects and fields the operator adds for a scale-to-zero app (docs/scale-to-zero.md, "How it works").
 //! Pure functions; the controller applies the results.
 
 use std::collections::BTreeMap;
