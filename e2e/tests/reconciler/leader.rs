@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
+use spindle_e2e::operator::app_writes;
 use spindle_e2e::{http_get_local, kubeconfig_path, wait_for};
 
 use crate::common::*;
@@ -22,20 +23,6 @@ fn free_port() -> u16 {
 fn metric(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
-/// Sum of `spindle_kubernetes_requests_total` for write verbs on app resources.
-fn app_writes(body: &str) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with("spindle_kubernetes_requests_total{"))
-        .filter(|l| {
-            ["create", "update", "patch", "delete"]
-                .iter()
-                .any(|v| l.contains(&format!("verb=\"{v}\"")))
-        })
-        .filter(|l| !l.contains("resource=\"leases\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 struct Replica {
